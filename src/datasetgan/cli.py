@@ -1,0 +1,216 @@
+"""The `datasetgan` command: a thin typer layer over the library, one sub-command per step."""
+
+import json
+from pathlib import Path
+
+import torch
+import typer
+
+from datasetgan.device import resolve_device
+from datasetgan.errors import DatasetGANError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+world_app = typer.Typer(help="The procedural worlds: exact ground truth for training and testing.", no_args_is_help=True)
+oracle_app = typer.Typer(help="The world oracle: a segmenter fitted on thousands of world images.", no_args_is_help=True)
+gan_app = typer.Typer(help="Train a StyleGAN2 on a world or a folder of images.", no_args_is_help=True)
+generator_app = typer.Typer(help="Inspect and sample generators.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+world_app.add_typer(oracle_app, name="oracle")
+app.add_typer(gan_app, name="gan")
+app.add_typer(generator_app, name="generator")
+
+DeviceOption = typer.Option("auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N].")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-15' or '1,4,7-9' -> a list of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, text.split(",")):
+            low, _, high = part.partition("-")
+            seeds.extend(range(int(low), int(high) + 1) if high else [int(low)])
+    except ValueError as exc:
+        raise DatasetGANError(f"cannot read seeds {text!r}: use a list like 0-15 or 1,4,7-9") from exc
+    if not seeds:
+        raise DatasetGANError(f"no seeds in {text!r}: use a list like 0-15 or 1,4,7-9")
+    return seeds
+
+
+def check_resolution(resolution: int) -> int:
+    if resolution < 4 or resolution & (resolution - 1):
+        raise DatasetGANError(f"resolution {resolution} is not a power of two (e.g. 32, 64, 128, 256)")
+    return resolution
+
+
+@world_app.command("render")
+def world_render(
+    out: Path = typer.Option(..., help="Output folder: images/, masks/ (palette PNG), classes.json."),
+    n: int = typer.Option(16, "--n", help="Number of images."),
+    world: str = typer.Option("faces", help="Which world."),
+    resolution: int = typer.Option(64, help="Image size in pixels (a power of two)."),
+    split: str = typer.Option("real_test", help="Named seed range: gan_train, real_train or real_test."),
+    start: int = typer.Option(0, help="Offset of the first seed within the split."),
+) -> None:
+    """Render world images with their exact index masks."""
+    from datasetgan.formats.dataset import prepare_output, write_classes, write_pairs
+    from datasetgan.worlds import get_world
+
+    if n < 1:
+        raise DatasetGANError(f"--n must be at least 1 (got {n})")
+    source = get_world(world)
+    check_resolution(resolution)
+    if split not in source.seed_ranges:
+        raise DatasetGANError(f"unknown split {split!r}: choose from {', '.join(source.seed_ranges)}")
+    seeds = list(source.seed_ranges[split][start : start + n])
+    folder = prepare_output(out)
+    write_classes(folder, source.classes)
+    for i in range(0, len(seeds), 256):
+        chunk = seeds[i : i + 256]
+        images, labels = source.render(chunk, resolution)
+        write_pairs(folder, (f"{s:010d}" for s in chunk), images.permute(0, 2, 3, 1).numpy(), labels.numpy(),
+                    source.classes)
+    typer.echo(f"wrote {len(seeds)} {world} images with masks to {folder}")
+
+
+@oracle_app.command("train")
+def oracle_train(
+    out: Path = typer.Option(None, help="Where to save the oracle (default: the package's built-in location)."),
+    world: str = typer.Option("faces"),
+    resolution: int = typer.Option(64),
+    n_train: int = typer.Option(4000, help="World images to train on (real_train split)."),
+    n_test: int = typer.Option(1000, help="World images to score on (real_test split)."),
+    epochs: int = typer.Option(12),
+    device: str = DeviceOption,
+) -> None:
+    """Fit the world oracle and report its mIoU on the real test split."""
+    from datasetgan.worlds.oracle import ORACLE_CONFIG, builtin_oracle_path, train_oracle
+
+    check_resolution(resolution)
+    out = out or builtin_oracle_path(world, resolution)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = ORACLE_CONFIG.model_copy(update={"epochs": epochs})
+    _, scores = train_oracle(world, resolution, n_train, n_test, resolve_device(device), cfg, out)
+    typer.echo(json.dumps({"oracle": str(out), **scores.as_dict()}, indent=2))
+
+
+@oracle_app.command("eval")
+def oracle_eval(
+    world: str = typer.Option("faces"),
+    resolution: int = typer.Option(64),
+    n_test: int = typer.Option(1000),
+    path: Path = typer.Option(None, help="Oracle file (default: the built-in one)."),
+    device: str = DeviceOption,
+) -> None:
+    """Score the oracle on the world's real test split."""
+    from datasetgan.segment.train import evaluate
+    from datasetgan.worlds import get_world
+    from datasetgan.worlds.oracle import load_oracle, render_split
+
+    dev = resolve_device(device)
+    model = load_oracle(world, resolution, dev, path)
+    images, labels = render_split(world, "real_test", n_test, resolution)
+    classes = get_world(world).classes
+    scores = evaluate(model, images, labels, len(classes), dev)
+    typer.echo(json.dumps(scores.as_dict([c.name for c in classes]), indent=2))
+
+
+@gan_app.command("train")
+def gan_train(
+    run: Path = typer.Option(Path("runs/gan"), help="Run folder: checkpoint, snapshots, samples, log."),
+    world: str = typer.Option(None, help="Train on a procedural world (e.g. faces)."),
+    images: Path = typer.Option(None, help="Or train on a folder of images."),
+    resolution: int = typer.Option(64),
+    kimg: float = typer.Option(400.0, help="Training length in thousands of real images shown."),
+    batch: int = typer.Option(32),
+    channel_base: int = typer.Option(2048, help="Channels at resolution r: min(channel_base / r, channel_max)."),
+    channel_max: int = typer.Option(128),
+    augment: str = typer.Option("", help="DiffAugment policies for small folders, e.g. color,translation,cutout."),
+    snapshot_kimg: float = typer.Option(10.0),
+    oracle: bool = typer.Option(True, help="Log world-FD at snapshots when the world has an oracle."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+    device: str = DeviceOption,
+) -> None:
+    """Train a StyleGAN2 (checkpoints every few minutes; --resume continues)."""
+    from datasetgan.gan.data import FolderImages, WorldImages
+    from datasetgan.gan.train import GANConfig, read_checkpoint_config, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    checkpoint = run / "checkpoint.safetensors"
+    if resume and checkpoint.exists():
+        cfg = read_checkpoint_config(checkpoint).model_copy(update={"total_kimg": kimg})
+    else:
+        if (world is None) == (images is None):
+            raise DatasetGANError("give exactly one of --world NAME or --images DIR")
+        cfg = GANConfig(resolution=check_resolution(resolution), total_kimg=kimg, batch_size=batch,
+                        channel_base=channel_base, channel_max=channel_max, augment=augment,
+                        snapshot_kimg=snapshot_kimg, seed=seed,
+                        source=f"world:{world}" if world else f"images:{images}")
+    kind, _, name = cfg.source.partition(":")
+    source = WorldImages(name, cfg.resolution) if kind == "world" else FolderImages(name, cfg.resolution, cfg.seed)
+    evaluate = None
+    if oracle and kind == "world":
+        from datasetgan.gan.quality import WorldFD
+        from datasetgan.worlds.oracle import builtin_oracle_path, load_oracle
+
+        if builtin_oracle_path(name, cfg.resolution).is_file():
+            evaluate = WorldFD(load_oracle(name, cfg.resolution, dev), name, cfg.resolution, dev)
+    typer.echo(f"training on {source.description}, run folder {run}")
+    train(cfg, source, run, dev, resume=resume, evaluate=evaluate)
+
+
+@gan_app.command("fd")
+def gan_fd(
+    run: Path = typer.Argument(..., help="Run folder whose snapshots to score."),
+    world: str = typer.Option("faces"),
+    n: int = typer.Option(2000, help="Images per side."),
+    every: int = typer.Option(1, help="Score every k-th snapshot."),
+    device: str = DeviceOption,
+) -> None:
+    """World-FD of each snapshot of a run, with the real-vs-real floor."""
+    from datasetgan.gan.quality import WorldFD
+    from datasetgan.generators.checkpoint import load_network
+    from datasetgan.worlds.oracle import load_oracle
+
+    dev = resolve_device(device)
+    snapshots = sorted((run / "snapshots").glob("network-*.safetensors"))[::every]
+    if not snapshots:
+        raise DatasetGANError(f"no snapshots in {run / 'snapshots'}")
+    network = load_network(snapshots[0])
+    metric = WorldFD(load_oracle(world, network.img_resolution, dev), world, network.img_resolution, dev, n)
+    for path in snapshots:
+        kimg = int(path.stem.split("-")[1])
+        typer.echo(json.dumps({"kimg": kimg, **metric(load_network(path).to(dev))}))
+
+
+@generator_app.command("sample")
+def generator_sample(
+    ref: str = typer.Argument(..., help="builtin:NAME or a generator file."),
+    seeds: str = typer.Option("0-15", help="Seeds, e.g. 0-15 or 1,4,7-9."),
+    psi: float = typer.Option(1.0, help="Truncation psi (1 = none)."),
+    out: Path = typer.Option(Path("grid.png"), help="PNG grid to write."),
+    columns: int = typer.Option(8),
+    device: str = DeviceOption,
+) -> None:
+    """Write a grid of samples for the given seeds."""
+    from datasetgan.formats.masks import save_image
+    from datasetgan.generators.registry import load_generator
+    from datasetgan.viz import grid
+
+    generator = load_generator(ref, device)
+    images, _ = generator.synthesize(generator.ws_from_seeds(parse_seeds(seeds), psi))
+    tiles = generator.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
+    save_image(out, grid(list(tiles), columns))
+    typer.echo(f"wrote {len(tiles)} samples to {out}")
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 1; bugs keep their traceback."""
+    try:
+        app()
+    except DatasetGANError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None

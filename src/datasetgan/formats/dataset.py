@@ -1,0 +1,78 @@
+"""A labelled image folder on disk: images/, masks/, classes.json.
+
+The same layout serves the world's renders, the factory's synthetic datasets and the
+user's own real test images, so that every consumer reads one format.
+"""
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import atomic_write, save_image, save_mask
+from datasetgan.worlds import LabelClass
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def prepare_output(folder: str | Path) -> Path:
+    """Create the folder (and images/, masks/) or say clearly why it cannot be written."""
+    folder = Path(folder)
+    try:
+        for sub in ("images", "masks"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DatasetGANError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
+def write_classes(folder: Path, classes: Sequence[LabelClass]) -> None:
+    payload = {
+        "ignore_index": 255,
+        "classes": [{"id": i, "name": c.name, "color": list(c.color)} for i, c in enumerate(classes)],
+    }
+    atomic_write(folder / "classes.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+
+
+def read_classes(folder: str | Path) -> list[LabelClass]:
+    path = Path(folder) / "classes.json"
+    if not path.is_file():
+        raise DatasetGANError(f"{path} is missing: a dataset folder needs classes.json beside images/ and masks/")
+    try:
+        entries = json.loads(path.read_text())["classes"]
+        return [LabelClass(e["name"], tuple(e["color"])) for e in sorted(entries, key=lambda e: e["id"])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetGANError(f"{path}: not a valid classes file ({exc})") from exc
+
+
+def write_pairs(
+    folder: Path, names: Iterable[str], images: np.ndarray, masks: np.ndarray, classes: Sequence[LabelClass]
+) -> None:
+    """Write [N,H,W,3] images and [N,H,W] masks as images/NAME.png and masks/NAME.png."""
+    colors = [c.color for c in classes]
+    for name, image, mask in zip(names, images, masks):
+        save_image(folder / "images" / f"{name}.png", image)
+        save_mask(folder / "masks" / f"{name}.png", mask, colors)
+
+
+def list_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
+    """(image, mask) paths of a labelled folder, matched by file stem; errors say what is missing."""
+    folder = Path(folder)
+    image_dir, mask_dir = folder / "images", folder / "masks"
+    if not image_dir.is_dir() or not mask_dir.is_dir():
+        raise DatasetGANError(f"{folder}: expected sub-folders images/ and masks/")
+    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() == ".png"}
+    if not images:
+        raise DatasetGANError(f"{image_dir} holds no images")
+    unmatched = sorted(set(images) - set(masks))
+    if unmatched:
+        raise DatasetGANError(
+            f"{len(unmatched)} image(s) in {image_dir} have no mask in {mask_dir} (first: {unmatched[0]})"
+        )
+    return [(images[k], masks[k]) for k in sorted(images)]

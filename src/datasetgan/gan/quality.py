@@ -1,0 +1,59 @@
+"""world-FD: the Frechet distance between generated and world images, measured in the
+feature space of the world oracle (as FID does with Inception, but for our own domain).
+
+The floor is the distance between two disjoint sets of world images of the same size:
+a generator cannot be told apart from the world below it.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.segment.models import normalize
+from datasetgan.worlds.oracle import render_split
+
+
+@torch.no_grad()
+def embed(oracle: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 250) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> float64 oracle embeddings [N, D]."""
+    oracle.eval()
+    parts = [oracle.embedding(normalize(images[i : i + batch_size].to(device))).double().cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), via symmetric eigensolves."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
+
+
+@torch.no_grad()
+def generate_uint8(G: StyleGAN2Generator, seeds: range, device: torch.device, batch_size: int = 250) -> torch.Tensor:
+    """Images for NVIDIA-style seeds (z from RandomState(seed)), psi 1, constant noise."""
+    out = []
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start : start + batch_size]
+        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in chunk])).float().to(device)
+        images = G.synthesis(G.mapping(z, None), noise_mode="const")
+        out.append((images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu())
+    return torch.cat(out)
+
+
+class WorldFD:
+    """Callable quality figure for the trainer: {'world_fd': ..., 'world_fd_floor': ...}."""
+
+    def __init__(self, oracle: nn.Module, world: str, resolution: int, device: torch.device, n: int = 2000):
+        self.oracle, self.device, self.n = oracle, device, n
+        real, _ = render_split(world, "real_test", 2 * n, resolution)
+        features = embed(oracle, real, device)
+        self.real, self.floor = features[:n], frechet_distance(features[:n], features[n:])
+
+    def __call__(self, G: StyleGAN2Generator) -> dict[str, float]:
+        fake = embed(self.oracle, generate_uint8(G, range(self.n), self.device), self.device)
+        return {"world_fd": round(frechet_distance(self.real, fake), 4), "world_fd_floor": round(self.floor, 4)}

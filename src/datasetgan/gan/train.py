@@ -1,0 +1,269 @@
+"""Training a StyleGAN2 on a procedural world or a folder of images, on a CPU in hours.
+
+StyleGAN2's recipe at small scale: non-saturating logistic loss, lazy R1 on real images,
+style mixing, an exponential moving average (EMA) of the generator with a ramp-up, Adam
+(0.0025, betas 0 / 0.99). Path-length regularisation is left out: it roughly doubles the
+cost of a generator step and matters little at 64 px.
+
+A run lives in one folder: `checkpoint.safetensors` (everything needed to resume, replaced
+atomically every few minutes), `snapshots/network-KKKKKK.safetensors` (EMA generators in
+the project's generator format), `samples/` (grids of fixed seeds) and `log.jsonl`.
+The batch of step k depends only on (seed, k): a resumed run is the run it continues.
+"""
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import atomic_write, save_image
+from datasetgan.gan.augment import check_policy, diff_augment
+from datasetgan.gan.discriminator import Discriminator
+from datasetgan.generators.checkpoint import save_generator
+from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.viz import grid
+
+SAMPLE_SEEDS = range(32)
+
+
+class GANConfig(BaseModel):
+    """Everything that defines a training run; stored in every checkpoint."""
+
+    resolution: int = 64
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 4
+    channel_base: int = 2048  # channels at resolution r: min(channel_base // r, channel_max)
+    channel_max: int = 128
+    batch_size: int = 32
+    lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 0.03
+    r1_interval: int = 16
+    ema_kimg: float = 10.0
+    ema_rampup: float = 0.05
+    style_mixing: float = 0.9
+    augment: str = ""  # DiffAugment policies, e.g. "color,translation,cutout"
+    total_kimg: float = 400.0
+    snapshot_kimg: float = 10.0
+    checkpoint_minutes: float = 5.0
+    fused_modconv: bool = False  # True: per-sample grouped conv (slower on CPU, for comparison)
+    seed: int = 0
+    source: str = Field("world:faces", description="world:NAME or images:DIR")
+
+
+class ImageSource(Protocol):
+    description: str
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor: ...
+
+
+def build_generator(cfg: GANConfig) -> StyleGAN2Generator:
+    return StyleGAN2Generator(
+        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
+        mapping_kwargs={"num_layers": cfg.mapping_layers},
+        synthesis_kwargs={"channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
+                          "num_fp16_res": 0, "conv_clamp": None},
+    )
+
+
+def build_discriminator(cfg: GANConfig) -> Discriminator:
+    return Discriminator(cfg.resolution, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
+
+
+class Trainer:
+    """Holds the networks and optimisers of one run; `step()` is one G and one D update."""
+
+    def __init__(self, cfg: GANConfig, source: ImageSource, device: torch.device):
+        check_policy(cfg.augment)
+        self.cfg, self.source, self.device = cfg, source, device
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+            torch.manual_seed(cfg.seed)
+            self.G = build_generator(cfg).to(device).train()
+            self.D = build_discriminator(cfg).to(device).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        # lazy R1 runs every r1_interval steps: rescale D's Adam as StyleGAN2 does
+        ratio = cfg.r1_interval / (cfg.r1_interval + 1)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * ratio,
+                                      betas=tuple(b**ratio for b in cfg.betas), eps=1e-8)
+        self.step_index, self.seconds = 0, 0.0
+
+    @property
+    def kimg(self) -> float:
+        return self.step_index * self.cfg.batch_size / 1000
+
+    def _rng(self, phase: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.step_index) * 4 + phase)
+
+    def _generate(self, rng: torch.Generator, update_emas: bool) -> torch.Tensor:
+        """A batch of fakes with style mixing: past a random cutoff, ws come from a second z."""
+        cfg = self.cfg
+        z = torch.randn(2, cfg.batch_size, cfg.z_dim, generator=rng).to(self.device)
+        ws = self.G.mapping(z[0], None, update_emas=update_emas)
+        if torch.rand((), generator=rng) < cfg.style_mixing:
+            cutoff = int(torch.randint(1, ws.shape[1], (), generator=rng))
+            ws = torch.cat([ws[:, :cutoff], self.G.mapping(z[1], None)[:, cutoff:]], dim=1)
+        return self.G.synthesis(ws, noise_mode="random", fused_modconv=cfg.fused_modconv)
+
+    def _discriminate(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        return self.D(diff_augment(images, self.cfg.augment, rng) if self.cfg.augment else images)
+
+    def step(self) -> dict[str, float]:
+        # the synthesis noise draws from torch's global RNG: seed it per step, then restore it
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.cfg.seed * 1_000_003 + self.step_index) * 4 + 2)
+            return self._step()
+
+    def _step(self) -> dict[str, float]:
+        cfg, stats = self.cfg, {}
+        # Discriminator: fakes down, reals up, and every r1_interval steps the R1 penalty
+        rng = self._rng(0)
+        real = self.source.batch(self.step_index, cfg.batch_size).to(self.device)
+        with torch.no_grad():
+            fake = self._generate(rng, update_emas=False)
+        do_r1 = self.step_index % cfg.r1_interval == 0
+        real.requires_grad_(do_r1)
+        real_logits = self._discriminate(real, rng)
+        loss_D = F.softplus(self._discriminate(fake, rng)).mean() + F.softplus(-real_logits).mean()
+        if do_r1:
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            loss_D = loss_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_interval
+            stats["r1"] = r1.item()
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+        # Generator: non-saturating loss
+        rng = self._rng(1)
+        self.D.requires_grad_(False)
+        loss_G = F.softplus(-self._discriminate(self._generate(rng, update_emas=True), rng)).mean()
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+        self.D.requires_grad_(True)
+        self._update_ema()
+        self.step_index += 1
+        stats.update(loss_D=loss_D.item(), loss_G=loss_G.item())
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        cfg = self.cfg
+        half_life = cfg.ema_kimg * 1000
+        if cfg.ema_rampup > 0:  # short memory early, while G changes fast
+            half_life = min(half_life, (self.step_index + 1) * cfg.batch_size * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch_size / max(half_life, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {}
+        for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+            for index, state in opt.state_dict()["state"].items():
+                tensors.update({f"{prefix}.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+    def save(self, path: Path) -> None:
+        meta = {"config": self.cfg.model_dump_json(), "step": str(self.step_index), "seconds": f"{self.seconds:.1f}",
+                "format": "datasetgan.gan-checkpoint"}
+        tensors = self.state_tensors()
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+    def load(self, path: Path) -> None:
+        tensors = load_file(path, device="cpu")
+        for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+            state = opt.state_dict()
+            per_param: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith(prefix + "."):
+                    index, name = key[len(prefix) + 1:].split(".", 1)
+                    per_param.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
+            state["state"] = per_param
+            opt.load_state_dict(state)
+        with safe_open(path, "pt") as handle:
+            meta = handle.metadata()
+        self.step_index, self.seconds = int(meta["step"]), float(meta["seconds"])
+
+
+def read_checkpoint_config(path: Path) -> GANConfig:
+    try:
+        with safe_open(path, "pt") as handle:
+            meta = handle.metadata() or {}
+        return GANConfig.model_validate_json(meta["config"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetGANError(f"{path}: not a GAN training checkpoint ({exc})") from exc
+
+
+@torch.no_grad()
+def sample_grid(G: StyleGAN2Generator, device: torch.device, seeds=SAMPLE_SEEDS, columns: int = 8) -> np.ndarray:
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float().to(device)
+    images = G.synthesis(G.mapping(z, None), noise_mode="const")
+    tiles = (images.clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return grid(list(tiles), columns)
+
+
+def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torch.device, resume: bool = False,
+          evaluate: Callable[[StyleGAN2Generator], dict[str, float]] | None = None) -> Trainer:
+    """Train until cfg.total_kimg, checkpointing every few minutes and at every snapshot.
+
+    `evaluate(G_ema)` (e.g. world-FD) runs at every snapshot and its numbers go to the log.
+    """
+    run_dir = Path(run_dir)
+    for sub in ("snapshots", "samples"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoint.safetensors"
+    trainer = Trainer(cfg, source, device)
+    if resume and checkpoint.exists():
+        trainer.load(checkpoint)
+    elif checkpoint.exists():
+        raise DatasetGANError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --run")
+    steps_total = math.ceil(cfg.total_kimg * 1000 / cfg.batch_size)
+    steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
+    log = run_dir / "log.jsonl"
+    last_save = time.monotonic()
+    bar = tqdm(total=steps_total, initial=trainer.step_index, unit="step", dynamic_ncols=True)
+    while trainer.step_index < steps_total:
+        started = time.monotonic()
+        stats = trainer.step()
+        trainer.seconds += time.monotonic() - started
+        rate = trainer.kimg / max(trainer.seconds / 3600, 1e-9)
+        bar.set_postfix_str(f"kimg {trainer.kimg:.1f} ({rate:.0f}/h) D {stats['loss_D']:.3f} G {stats['loss_G']:.3f}")
+        bar.update(1)
+        at_snapshot = trainer.step_index % steps_per_snapshot == 0 or trainer.step_index == steps_total
+        if at_snapshot:
+            tag = f"{round(trainer.kimg):06d}"
+            save_generator(trainer.G_ema, run_dir / "snapshots" / f"network-{tag}.safetensors")
+            save_image(run_dir / "samples" / f"fakes-{tag}.png", sample_grid(trainer.G_ema, device))
+            record = {"kimg": round(trainer.kimg, 3), "seconds": round(trainer.seconds, 1),
+                      "sec_per_kimg": round(trainer.seconds / max(trainer.kimg, 1e-9), 2), **stats}
+            if evaluate is not None:
+                record.update(evaluate(trainer.G_ema))
+                bar.write(json.dumps(record))
+            with open(log, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if at_snapshot or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+            trainer.save(checkpoint)
+            last_save = time.monotonic()
+    bar.close()
+    return trainer

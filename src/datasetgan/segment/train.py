@@ -1,0 +1,122 @@
+"""Training and applying a downstream segmenter on labelled images held in memory.
+
+A loop you can read in one screen: seeded shuffles and augmentations (horizontal flip,
+small shifts), Adam with cosine decay, cross-entropy that skips ignore pixels.
+"""
+
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import IGNORE, atomic_write
+from datasetgan.metrics import ConfusionMeter, SegmentationScores
+from datasetgan.segment.models import build_segmenter, normalize
+
+
+class SegmenterConfig(BaseModel):
+    architecture: str = "unet-resnet18"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    max_shift: int = 4  # pixels of random translation (0 disables)
+    hflip: bool = True  # only for classes without a left/right meaning
+    pretrained: bool = False
+    seed: int = 0
+
+
+def augment(images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig, rng: torch.Generator):
+    """Random flip per sample and a random shift per batch; shifted-in mask pixels are ignore."""
+    n = images.shape[0]
+    if cfg.hflip:
+        flip = torch.rand(n, generator=rng) < 0.5
+        images = torch.where(flip.view(n, 1, 1, 1).to(images.device), images.flip(-1), images)
+        masks = torch.where(flip.view(n, 1, 1).to(masks.device), masks.flip(-1), masks)
+    if cfg.max_shift > 0:
+        s = cfg.max_shift
+        dy, dx = (int(v) for v in torch.randint(-s, s + 1, (2,), generator=rng))
+        images = torch.roll(F.pad(images, (s, s, s, s), mode="replicate"), (dy, dx), (2, 3))[..., s:-s, s:-s]
+        masks = torch.roll(F.pad(masks, (s, s, s, s), value=IGNORE), (dy, dx), (1, 2))[..., s:-s, s:-s]
+    return images, masks
+
+
+def train_segmenter(images: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg: SegmenterConfig,
+                    device: torch.device, progress: bool = True) -> tuple[nn.Module, list[float]]:
+    """images uint8 [N,3,H,W], masks uint8 [N,H,W] (255 = ignore) -> trained model, loss per epoch."""
+    if len(images) == 0:
+        raise DatasetGANError("no training images: the dataset is empty")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_segmenter(cfg.architecture, num_classes, cfg.pretrained).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    bar = tqdm(range(cfg.epochs), desc=f"segmenter {cfg.architecture}", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        order, total = torch.randperm(len(images), generator=rng), 0.0
+        for start in range(0, len(images), cfg.batch_size):
+            index = order[start : start + cfg.batch_size]
+            if len(index) < 2 and len(images) >= 2:  # BatchNorm needs two samples
+                continue
+            x, y = augment(images[index], masks[index].long(), cfg, rng)
+            loss = F.cross_entropy(model(normalize(x.to(device))), y.to(device), ignore_index=IGNORE)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(index)
+        history.append(total / len(images))
+        bar.set_postfix_str(f"loss {history[-1]:.4f}")
+    return model.eval(), history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> uint8 class ids [N,H,W]."""
+    model.eval()
+    out = [model(normalize(images[i : i + batch_size].to(device))).argmax(1).to(torch.uint8).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_classes: int,
+             device: torch.device, batch_size: int = 64) -> SegmentationScores:
+    meter = ConfusionMeter(num_classes)
+    for i in range(0, len(images), batch_size):
+        meter.update(predict(model, images[i : i + batch_size], device, batch_size), masks[i : i + batch_size])
+    return meter.scores()
+
+
+def save_segmenter(model: nn.Module, path, architecture: str, class_names: list[str], extra: dict | None = None,
+                   half: bool = False) -> None:
+    """safetensors weights; architecture and classes in the metadata. `half` halves the file."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    meta = {"format": "datasetgan.segmenter", "architecture": architecture,
+            "classes": json.dumps(class_names), "extra": json.dumps(extra or {})}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_segmenter(path, device: torch.device) -> tuple[nn.Module, dict]:
+    """-> (model in eval mode, metadata with 'architecture', 'classes' and 'extra')."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+        classes = json.loads(meta["classes"])
+        tensors = load_file(str(path))
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetGANError(f"{path}: not a datasetgan segmenter checkpoint ({exc})") from exc
+    model = build_segmenter(meta["architecture"], len(classes))
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in tensors.items()})
+    info = {"architecture": meta["architecture"], "classes": classes, "extra": json.loads(meta.get("extra", "{}"))}
+    return model.to(device).eval(), info
