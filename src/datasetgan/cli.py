@@ -207,6 +207,70 @@ def generator_sample(
     typer.echo(f"wrote {len(tiles)} samples to {out}")
 
 
+@app.command("init")
+def init(
+    directory: Path = typer.Argument(..., help="The workspace folder to create."),
+    generator: str = typer.Option("builtin:faces64", help="builtin:NAME or a generator file."),
+    classes: str = typer.Option("world:faces", help="world:NAME for a world's classes, or names 'background,skin,...'."),
+    psi: float = typer.Option(0.7, help="Truncation psi for sampling."),
+) -> None:
+    """Create a workspace: config (generator, classes, settings) and its folders."""
+    from datasetgan.generators.registry import load_network_ref
+    from datasetgan.workspace import SamplingSettings, Workspace, parse_classes
+
+    load_network_ref(generator)  # fail now, not at the first sample, if the generator is wrong
+    workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=SamplingSettings(psi=psi))
+    names = ", ".join(c.name for c in workspace.config.classes)
+    typer.echo(f"workspace {directory}: generator {generator}; {workspace.num_classes} classes: {names}")
+
+
+@app.command("sample")
+def sample(
+    directory: Path = typer.Argument(..., help="Workspace folder."),
+    n: int = typer.Option(20, "-n", help="Number of candidates."),
+    seed: int = typer.Option(0, help="First seed; candidates use seed, seed+1, ..."),
+    device: str = DeviceOption,
+) -> None:
+    """Sample candidates to annotate (image + seed + w latent stored together)."""
+    from datasetgan.workflow import sample as sample_step
+    from datasetgan.workspace import Workspace
+
+    workspace = Workspace.open(directory)
+    added = sample_step(workspace, n, seed, device)
+    typer.echo(f"{len(added)} new candidates in {workspace.candidates_dir} ({n - len(added)} already there)")
+
+
+@app.command("train")
+def train_interpreter(
+    directory: Path = typer.Argument(..., help="Workspace folder."),
+    device: str = DeviceOption,
+) -> None:
+    """Train the style interpreter (ensemble of pixel MLPs) on the annotated candidates."""
+    from datasetgan.workflow import train
+    from datasetgan.workspace import Workspace
+
+    workspace = Workspace.open(directory)
+    _, history, report = train(workspace, device)
+    typer.echo(json.dumps({**report, "batches": history.batches, "final_loss": history.epoch_losses[-1],
+                           "saved": str(workspace.interpreter_dir)}, indent=2))
+
+
+@app.command("select")
+def select(
+    directory: Path = typer.Argument(..., help="Workspace folder."),
+    n: int = typer.Option(4, "-n", help="How many candidates to add."),
+    pool: int = typer.Option(200, help="Fresh samples to rank."),
+    seed: int = typer.Option(1_000_000, help="First seed of the pool."),
+    device: str = DeviceOption,
+) -> None:
+    """Active learning: add the fresh samples the interpreter is least sure of."""
+    from datasetgan.workflow import select as select_step
+    from datasetgan.workspace import Workspace
+
+    chosen = select_step(Workspace.open(directory), n, pool, seed, device)
+    typer.echo(f"added the {len(chosen)} most uncertain of {pool} samples: {', '.join(chosen)}")
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 1; bugs keep their traceback."""
     try:

@@ -1,0 +1,158 @@
+"""The steps of DatasetGAN on a workspace, as library calls (the CLI and the studio call these).
+
+    sample    -> candidates to annotate (seed, w and image stored together)
+    train     -> the style interpreter, from the annotated candidates
+    label     -> the interpreter's mask and uncertainty for candidates (pre-annotation)
+    select    -> fresh candidates ranked by uncertainty (active learning, paper Table 6)
+"""
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import IGNORE, load_mask
+from datasetgan.generators.base import Generator
+from datasetgan.generators.registry import load_generator
+from datasetgan.interpreter import InterpreterConfig, Labels, StyleInterpreter, TrainingHistory
+from datasetgan.workspace import Workspace, candidate_id
+
+SYNTH_BATCH = 8
+
+
+def open_generator(workspace: Workspace, device: str | torch.device = "auto") -> Generator:
+    return load_generator(workspace.config.generator, device)
+
+
+def feature_resolution(workspace: Workspace, generator: Generator) -> int:
+    return int(workspace.config.interpreter.get("feature_resolution") or generator.resolution)
+
+
+def sample(workspace: Workspace, n: int, seed: int = 0, device: str | torch.device = "auto",
+           generator: Generator | None = None) -> list[str]:
+    """Add n candidates with consecutive seeds from `seed` on (seeds already present are skipped)."""
+    if n < 1:
+        raise DatasetGANError(f"-n must be at least 1 (got {n})")
+    generator = generator or open_generator(workspace, device)
+    sampling = workspace.config.sampling
+    seeds = list(range(seed, seed + n))
+    added = []
+    for start in range(0, n, SYNTH_BATCH):
+        chunk = seeds[start : start + SYNTH_BATCH]
+        ws = generator.ws_from_seeds(chunk, sampling.psi, sampling.truncation_cutoff)
+        images, _ = generator.synthesize(ws)
+        added += workspace.add_candidates(chunk, ws, generator.to_uint8(images))
+    return added
+
+
+def synthesize_pyramids(generator: Generator, ws: torch.Tensor, dtype: torch.dtype = torch.float32
+                        ) -> list[torch.Tensor]:
+    """Feature pyramids of many ws, batch by batch, kept at native resolution (optionally half)."""
+    parts = [generator.synthesize(ws[i : i + SYNTH_BATCH])[1] for i in range(0, len(ws), SYNTH_BATCH)]
+    return [torch.cat([p[level] for p in parts]).to(dtype) for level in range(len(parts[0]))]
+
+
+def read_annotation(workspace: Workspace, cid: str, size: int) -> torch.Tensor:
+    """An annotation as [size, size] class ids, checked against the candidate and the classes."""
+    path = workspace.annotation_path(cid)
+    mask = load_mask(path)
+    height, width = candidate_size(workspace, cid)
+    if mask.shape != (height, width):
+        raise DatasetGANError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                              f"{width}x{height}: masks must match their candidate image")
+    bad = np.unique(mask[(mask >= workspace.num_classes) & (mask != IGNORE)])
+    if len(bad):
+        raise DatasetGANError(f"{path}: class ids {bad.tolist()[:5]} are outside 0..{workspace.num_classes - 1} "
+                              f"(255 = ignore): check the classes in the workspace config")
+    tensor = torch.from_numpy(mask)
+    if tensor.shape[-1] != size:  # features are capped below the image resolution: nearest keeps ids
+        tensor = F.interpolate(tensor[None, None].float(), size=(size, size), mode="nearest")[0, 0].to(torch.uint8)
+    return tensor
+
+
+def candidate_size(workspace: Workspace, cid: str) -> tuple[int, int]:
+    with Image.open(workspace.candidate_image(cid)) as image:
+        return image.height, image.width
+
+
+def drop_small_fragments(mask: torch.Tensor, min_pixels: int) -> tuple[torch.Tensor, int]:
+    """Classes covering fewer than min_pixels of an image become ignore (as the paper does)."""
+    counts = torch.bincount(mask.flatten().long(), minlength=256)
+    small = ((counts > 0) & (counts < min_pixels)).nonzero().flatten()
+    small = small[small != IGNORE]
+    if len(small) == 0:
+        return mask, 0
+    return torch.where(torch.isin(mask, small.to(mask.dtype)), torch.full_like(mask, IGNORE), mask), len(small)
+
+
+def train(workspace: Workspace, device: str | torch.device = "auto", progress: bool = True,
+          min_fragment: int = 20) -> tuple[StyleInterpreter, TrainingHistory, dict]:
+    """Train the style interpreter on every annotated candidate and save it in the workspace."""
+    ids = workspace.annotated_ids()
+    if not ids:
+        raise DatasetGANError(f"no annotations in {workspace.annotations_dir}: paint some with `datasetgan annotate`")
+    generator = open_generator(workspace, device)
+    size = feature_resolution(workspace, generator)
+    masks, dropped = [], 0
+    for cid in ids:
+        mask, n = drop_small_fragments(read_annotation(workspace, cid, size), min_fragment)
+        masks.append(mask)
+        dropped += n
+    pyramid = synthesize_pyramids(generator, workspace.ws_for(ids))
+    config = InterpreterConfig(num_classes=workspace.num_classes,
+                               **{**workspace.config.interpreter, "feature_resolution": size})
+    interpreter = StyleInterpreter(config, generator.feature_channels).to(generator.device)
+    history = interpreter.fit(pyramid, torch.stack(masks), progress=progress)
+    interpreter.save(workspace.interpreter_dir)
+    report = {"annotated": len(ids), "fragments_dropped": dropped, "feature_resolution": size}
+    return interpreter, history, report
+
+
+def open_interpreter(workspace: Workspace, device: str | torch.device = "auto") -> StyleInterpreter:
+    if not (workspace.interpreter_dir / "config.json").is_file():
+        raise DatasetGANError(f"no interpreter in {workspace.interpreter_dir}: run `datasetgan train` first")
+    return StyleInterpreter.load(workspace.interpreter_dir, device, num_classes=workspace.num_classes)
+
+
+def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tensor
+             ) -> tuple[torch.Tensor, Labels]:
+    """Images (uint8) and the interpreter's labels at image resolution, for a batch of ws."""
+    images, pyramid = generator.synthesize(ws)
+    labels = interpreter.label(pyramid)
+    if labels.mask.shape[-1] != generator.resolution:  # features capped below the image size
+        size = (generator.resolution, generator.resolution)
+        mask = F.interpolate(labels.mask[:, None].float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
+        uncertainty = F.interpolate(labels.uncertainty[:, None], size=size, mode="bilinear")[:, 0]
+        labels = Labels(mask, uncertainty, labels.scores)
+    return generator.to_uint8(images), labels
+
+
+def label(workspace: Workspace, ids: Sequence[str], device: str | torch.device = "auto") -> Labels:
+    """The interpreter's mask, uncertainty map and score for candidates (pre-annotation)."""
+    generator, interpreter = open_generator(workspace, device), open_interpreter(workspace, device)
+    ws = workspace.ws_for([workspace.check_id(c) for c in ids])
+    parts = [label_ws(generator, interpreter, ws[i : i + SYNTH_BATCH])[1] for i in range(0, len(ws), SYNTH_BATCH)]
+    return Labels(*(torch.cat(p) for p in zip(*parts)))
+
+
+def select(workspace: Workspace, n: int, pool: int = 200, seed: int = 1_000_000,
+           device: str | torch.device = "auto") -> list[str]:
+    """Sample `pool` fresh seeds, keep the n the interpreter is least sure of, add them as candidates."""
+    if n < 1 or pool < n:
+        raise DatasetGANError(f"need 1 <= n <= pool (got n={n}, pool={pool})")
+    generator, interpreter = open_generator(workspace, device), open_interpreter(workspace, device)
+    sampling = workspace.config.sampling
+    known = set(workspace.read_latents()[0])
+    seeds = [s for s in range(seed, seed + pool + len(known)) if s not in known][:pool]
+    scores = []
+    for start in range(0, pool, SYNTH_BATCH):
+        ws = generator.ws_from_seeds(seeds[start : start + SYNTH_BATCH], sampling.psi, sampling.truncation_cutoff)
+        scores.append(interpreter.label(generator.synthesize(ws)[1]).scores)
+    order = torch.cat(scores).argsort(descending=True)[:n].tolist()
+    chosen = [seeds[i] for i in order]
+    ws = generator.ws_from_seeds(chosen, sampling.psi, sampling.truncation_cutoff)
+    workspace.add_candidates(chosen, ws, generator.to_uint8(generator.synthesize(ws)[0]))
+    return [candidate_id(s) for s in chosen]

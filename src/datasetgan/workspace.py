@@ -1,0 +1,214 @@
+"""A DatasetGAN workspace: one folder per labelling project.
+
+    DIR/datasetgan.yaml     generator reference, classes (name + colour), settings
+    DIR/candidates/         NNNNNN.png per sampled seed + latents.safetensors (seeds, ws)
+    DIR/annotations/        NNNNNN.png index masks (0..C-1, 255 = ignore)
+    DIR/interpreter/        the trained style interpreter
+    DIR/datasets/NAME/      generated datasets
+    DIR/runs/               downstream training runs
+
+A candidate's id is its seed, zero-padded to six digits: the image, its w latent and its
+annotation are tied together by that id, and the generator reproduces the image from it.
+"""
+
+import colorsys
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import atomic_write, save_image
+from datasetgan.worlds import LabelClass, get_world
+
+CONFIG_NAME = "datasetgan.yaml"
+CANDIDATE_ID = re.compile(r"^[0-9]{6,10}$")
+
+
+class ClassSpec(BaseModel):
+    name: str = Field(min_length=1)
+    color: tuple[int, int, int]
+
+    @field_validator("color")
+    @classmethod
+    def _in_range(cls, color: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not all(0 <= c <= 255 for c in color):
+            raise ValueError(f"colour components must be 0..255, got {color}")
+        return color
+
+
+class SamplingSettings(BaseModel):
+    psi: float = 0.7  # truncation, as the paper's release samples
+    truncation_cutoff: int | None = None  # None: all w slots; the paper's StyleGAN1 used 8
+
+
+class WorkspaceConfig(BaseModel):
+    generator: str
+    classes: list[ClassSpec] = Field(min_length=2)
+    sampling: SamplingSettings = SamplingSettings()
+    interpreter: dict = Field(default_factory=dict, description="InterpreterConfig overrides")
+    generation: dict = Field(default_factory=dict, description="generation defaults")
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, classes: list[ClassSpec]) -> list[ClassSpec]:
+        names = [c.name for c in classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        if len(classes) > 255:
+            raise ValueError("at most 255 classes (255 is the ignore id)")
+        return classes
+
+
+def distinct_colors(n: int) -> list[tuple[int, int, int]]:
+    """Black for class 0 (background), then evenly spaced hues."""
+    hues = [colorsys.hsv_to_rgb(i / max(n - 1, 1), 0.75, 0.95) for i in range(n - 1)]
+    return [(0, 0, 0)] + [tuple(round(255 * v) for v in rgb) for rgb in hues]
+
+
+def parse_classes(text: str) -> list[ClassSpec]:
+    """'world:faces' (a world's classes) or 'background,skin,hair,...' (colours assigned)."""
+    if text.startswith("world:"):
+        return [ClassSpec(name=c.name, color=c.color) for c in get_world(text.removeprefix("world:")).classes]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2:
+        raise DatasetGANError(f"--classes needs at least two names (background first), got {text!r}")
+    return [ClassSpec(name=n, color=c) for n, c in zip(names, distinct_colors(len(names)))]
+
+
+def candidate_id(seed: int) -> str:
+    return f"{seed:06d}"
+
+
+class Workspace:
+    """Paths and config of one workspace folder; every path a client names goes through here."""
+
+    def __init__(self, root: str | Path, config: WorkspaceConfig):
+        self.root, self.config = Path(root), config
+
+    # ---- creating and opening --------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: str | Path, generator: str, classes: Sequence[ClassSpec], **settings) -> "Workspace":
+        root = Path(root)
+        if (root / CONFIG_NAME).exists():
+            raise DatasetGANError(f"{root} is already a workspace ({CONFIG_NAME} exists)")
+        try:
+            config = WorkspaceConfig(generator=generator, classes=list(classes), **settings)
+        except ValidationError as exc:
+            raise DatasetGANError(f"invalid workspace settings: {exc}") from exc
+        workspace = cls(root, config)
+        try:
+            for folder in (workspace.candidates_dir, workspace.annotations_dir, workspace.datasets_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatasetGANError(f"cannot create workspace {root}: {exc.strerror or exc}") from exc
+        workspace.save_config()
+        return workspace
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Workspace":
+        path = Path(root) / CONFIG_NAME
+        if not path.is_file():
+            raise DatasetGANError(f"{root} is not a workspace (no {CONFIG_NAME}): create one with `datasetgan init`")
+        try:
+            config = WorkspaceConfig.model_validate(yaml.safe_load(path.read_text()))
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise DatasetGANError(f"{path} is invalid: {exc}") from exc
+        return cls(root, config)
+
+    def save_config(self) -> None:
+        text = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        atomic_write(self.root / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+
+    # ---- layout ----------------------------------------------------------------------
+
+    @property
+    def candidates_dir(self) -> Path:
+        return self.root / "candidates"
+
+    @property
+    def annotations_dir(self) -> Path:
+        return self.root / "annotations"
+
+    @property
+    def interpreter_dir(self) -> Path:
+        return self.root / "interpreter"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def latents_path(self) -> Path:
+        return self.candidates_dir / "latents.safetensors"
+
+    @property
+    def label_classes(self) -> list[LabelClass]:
+        return [LabelClass(c.name, tuple(c.color)) for c in self.config.classes]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.classes)
+
+    def check_id(self, cid: str) -> str:
+        """A candidate id from outside (CLI, browser) must be digits only and exist."""
+        if not isinstance(cid, str) or not CANDIDATE_ID.match(cid):
+            raise DatasetGANError(f"invalid candidate id {cid!r}: ids are 6-10 digits (the seed)")
+        if not self.candidate_image(cid).is_file():
+            raise DatasetGANError(f"unknown candidate {cid}: no {self.candidate_image(cid)}")
+        return cid
+
+    def candidate_image(self, cid: str) -> Path:
+        return self.candidates_dir / f"{cid}.png"
+
+    def annotation_path(self, cid: str) -> Path:
+        return self.annotations_dir / f"{cid}.png"
+
+    # ---- candidates ------------------------------------------------------------------
+
+    def read_latents(self) -> tuple[list[int], torch.Tensor | None]:
+        """(seeds, ws [N, num_ws, w_dim]) of every candidate, in sampling order."""
+        if not self.latents_path.is_file():
+            return [], None
+        with safe_open(str(self.latents_path), "pt") as handle:
+            return handle.get_tensor("seeds").tolist(), handle.get_tensor("ws")
+
+    def candidate_ids(self) -> list[str]:
+        return [candidate_id(s) for s in self.read_latents()[0]]
+
+    def annotated_ids(self) -> list[str]:
+        known = set(self.candidate_ids())
+        return sorted(p.stem for p in self.annotations_dir.glob("*.png") if p.stem in known)
+
+    def ws_for(self, ids: Sequence[str]) -> torch.Tensor:
+        seeds, ws = self.read_latents()
+        index = {candidate_id(s): i for i, s in enumerate(seeds)}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise DatasetGANError(f"no stored latent for candidate(s) {', '.join(missing)}")
+        return ws[[index[i] for i in ids]]
+
+    def add_candidates(self, seeds: Sequence[int], ws: torch.Tensor, images_uint8: torch.Tensor) -> list[str]:
+        """Store new candidates (images [N,3,H,W] uint8 with their ws); known seeds are skipped."""
+        old_seeds, old_ws = self.read_latents()
+        known = set(old_seeds)
+        fresh = [i for i, s in enumerate(seeds) if s not in known]
+        for i in fresh:
+            save_image(self.candidate_image(candidate_id(seeds[i])), images_uint8[i].permute(1, 2, 0).cpu().numpy())
+        all_seeds = old_seeds + [seeds[i] for i in fresh]
+        new_ws = ws[fresh].float().cpu()
+        all_ws = new_ws if old_ws is None else torch.cat([old_ws, new_ws])
+        tensors = {"seeds": torch.tensor(all_seeds, dtype=torch.int64), "ws": all_ws.contiguous()}
+        meta = {"generator": self.config.generator, "psi": str(self.config.sampling.psi)}
+        atomic_write(self.latents_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return [candidate_id(seeds[i]) for i in fresh]

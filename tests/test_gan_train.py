@@ -1,0 +1,84 @@
+"""The CPU GAN trainer: a few steps on a tiny config change the weights, and a resumed run
+is exactly the run it continues."""
+
+import json
+
+import pytest
+import torch
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.gan.augment import check_policy, diff_augment
+from datasetgan.gan.train import GANConfig, Trainer, train
+from datasetgan.generators.checkpoint import load_network
+
+CPU = torch.device("cpu")
+
+
+class Blobs:
+    """A deterministic toy source: a bright square on a dark field at a step-dependent place."""
+
+    description = "blobs"
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(step)
+        images = -torch.ones(batch_size, 3, 16, 16)
+        for i, (y, x) in enumerate(torch.randint(0, 10, (batch_size, 2), generator=g).tolist()):
+            images[i, :, y : y + 6, x : x + 6] = 1
+        return images
+
+
+def tiny(**update) -> GANConfig:
+    base = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32,
+                batch_size=8, r1_interval=2, total_kimg=0.032, snapshot_kimg=0.016)
+    return GANConfig(**{**base, **update})
+
+
+def weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for t in module.state_dict().values()]
+
+
+def test_steps_change_generator_and_discriminator():
+    trainer = Trainer(tiny(), Blobs(), CPU)
+    g0, d0 = weights(trainer.G), weights(trainer.D)
+    stats = [trainer.step() for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(s["loss_D"])) for s in stats) and "r1" in stats[0]
+    assert any(not torch.equal(a, b) for a, b in zip(g0, weights(trainer.G)))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, weights(trainer.D)))
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    interrupted, straight = tmp_path / "a", tmp_path / "b"
+    train(tiny(total_kimg=0.032), Blobs(), interrupted, CPU)
+    resumed = train(tiny(total_kimg=0.056), Blobs(), interrupted, CPU, resume=True)
+    reference = train(tiny(total_kimg=0.056), Blobs(), straight, CPU)
+    assert resumed.step_index == reference.step_index == 7
+    for module in ("G", "D", "G_ema"):
+        for a, b in zip(weights(getattr(resumed, module)), weights(getattr(reference, module))):
+            assert torch.equal(a, b), module
+
+
+def test_run_folder_holds_snapshots_samples_and_log(tmp_path):
+    train(tiny(), Blobs(), tmp_path, CPU)
+    snapshots = sorted((tmp_path / "snapshots").glob("*.safetensors"))
+    assert snapshots and (tmp_path / "checkpoint.safetensors").is_file()
+    assert list((tmp_path / "samples").glob("*.png"))
+    network = load_network(snapshots[-1])  # a snapshot is an ordinary generator file
+    assert network.img_resolution == 16
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["kimg"] == pytest.approx(0.032)
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    train(tiny(), Blobs(), tmp_path, CPU)
+    with pytest.raises(DatasetGANError, match="--resume"):
+        train(tiny(), Blobs(), tmp_path, CPU)
+
+
+def test_diff_augment_is_seeded_and_keeps_shape():
+    x = torch.rand(4, 3, 16, 16)
+    policy = "color,translation,cutout"
+    a = diff_augment(x, policy, torch.Generator().manual_seed(1))
+    b = diff_augment(x, policy, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    with pytest.raises(DatasetGANError, match="flip"):
+        check_policy("color,flip")
