@@ -1,0 +1,52 @@
+"""Our generator file format: one safetensors file, init arguments in its metadata, no pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import atomic_write
+from datasetgan.generators.stylegan2 import StyleGAN2Generator
+
+FORMAT = "datasetgan.stylegan2"
+
+
+def save_generator(network: StyleGAN2Generator, path: str | Path) -> None:
+    """Write the state dict and `init_kwargs`, enough to rebuild the network exactly."""
+    state = {name: t.detach().to("cpu").contiguous() for name, t in network.state_dict().items()}
+    metadata = {"format": FORMAT, "init_kwargs": json.dumps(network.init_kwargs)}
+    atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def load_network(path: str | Path) -> StyleGAN2Generator:
+    """Rebuild a network saved by `save_generator`, on the CPU, in eval mode."""
+    metadata, state = _read(Path(path))
+    if metadata.get("format") != FORMAT:
+        raise DatasetGANError(
+            f"{path} is not a datasetgan generator file (metadata format is {metadata.get('format')!r}, "
+            f"expected {FORMAT!r})"
+        )
+    try:
+        network = StyleGAN2Generator(**json.loads(metadata["init_kwargs"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetGANError(f"{path} has unusable init_kwargs in its metadata: {exc}") from exc
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DatasetGANError(f"{path}: weights do not fit the network its init_kwargs describe: {exc}") from exc
+    return network.eval()
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    if not path.is_file():
+        raise DatasetGANError(f"no generator file at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return f.metadata() or {}, {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise DatasetGANError(f"{path} is not a readable safetensors file: {exc}") from exc
