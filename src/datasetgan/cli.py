@@ -255,6 +255,50 @@ def train_interpreter(
                            "saved": str(workspace.interpreter_dir)}, indent=2))
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError as exc:
+        raise DatasetGANError(f"--shard {text!r}: use i/k, e.g. 0/4 for the first of four shards") from exc
+
+
+@app.command("generate")
+def generate(
+    directory: Path = typer.Argument(..., help="Workspace folder (with a trained interpreter)."),
+    n: int = typer.Option(1000, "-n", help="Number of labelled samples."),
+    name: str = typer.Option("synthetic", help="Dataset name: written to DIR/datasets/NAME."),
+    drop_uncertain: float = typer.Option(0.1, help="Fraction of the most uncertain samples to mark as dropped."),
+    first_seed: int = typer.Option(100_000_000, help="Seeds first_seed .. first_seed+n-1 (away from candidates)."),
+    shard: str = typer.Option("0/1", help="i/k: generate only the i-th of k contiguous parts; `merge` joins them."),
+    batch_size: int = typer.Option(8),
+    device: str = DeviceOption,
+) -> None:
+    """Generate a labelled synthetic dataset (resumable: re-run the same command after a crash)."""
+    from datasetgan.factory import generate as generate_step
+    from datasetgan.factory import read_manifest
+    from datasetgan.workspace import Workspace
+
+    folder = generate_step(Workspace.open(directory), name, n, first_seed, drop_uncertain, parse_shard(shard),
+                           batch_size, device)
+    if (folder / "manifest.jsonl").exists():
+        kept = len(read_manifest(folder))
+        typer.echo(f"{folder}: {n} samples, {kept} kept, {n - kept} most uncertain dropped")
+    else:
+        typer.echo(f"{folder}: shard {shard} done; run the other shards, then `datasetgan merge`")
+
+
+@app.command("merge")
+def merge(
+    target: Path = typer.Argument(..., help="Dataset folder of one shard; receives the others."),
+    shards: list[Path] = typer.Argument(..., help="Dataset folders of the other shards."),
+) -> None:
+    """Join the shards of a dataset generated on several machines into one manifest."""
+    from datasetgan.factory import merge as merge_step
+
+    typer.echo(f"merged into {merge_step(target, shards)}")
+
+
 @app.command("select")
 def select(
     directory: Path = typer.Argument(..., help="Workspace folder."),

@@ -62,7 +62,7 @@ def load_mask(path: str | Path) -> np.ndarray:
             f"{path}: mask has mode {image.mode}; expected an index mask (palette 'P' or greyscale 'L' "
             "PNG whose values are class ids). Colour masks must be imported with their colour map."
         )
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)
 
 
 def save_image(path: str | Path, image: np.ndarray) -> None:

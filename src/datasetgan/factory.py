@@ -1,0 +1,181 @@
+"""The label factory: seeds in, a labelled synthetic dataset out, resumable and exact.
+
+Seeds [first, first + n) are cut into fixed batches. Each batch is synthesised, labelled by
+the style interpreter, and written as images/, masks/, uncertainty/ (one PNG each) plus
+latents/BATCH.safetensors (its seeds and ws), every file atomically; a batch counts as done
+only once its record file parts/BATCH.jsonl exists, written last. A run killed at any
+moment therefore resumes by redoing unfinished batches, with the same batch composition
+and so the same bytes. When every batch is done, a final pass over all records marks the
+most uncertain fraction as dropped and writes manifest.jsonl.
+
+Shards (`shard=(i, k)`) take contiguous runs of batches, so k machines can each run one into
+their own folder; `merge` gathers the parts and makes the one manifest.
+"""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.formats.dataset import write_classes
+from datasetgan.formats.masks import atomic_write, save_image, save_mask
+from datasetgan.workflow import label_ws, open_generator, open_interpreter
+from datasetgan.workspace import Workspace
+
+SETTINGS_FILE = "dataset.json"
+MANIFEST = "manifest.jsonl"
+
+
+class GenerationSettings(BaseModel):
+    """What defines a dataset's contents; a resume must use the same."""
+
+    generator: str
+    first_seed: int = 0
+    n: int
+    batch_size: int = 8
+    psi: float = 0.7
+    truncation_cutoff: int | None = None
+    drop_uncertain: float = 0.1
+    uncertainty_scale: float  # uncertainty PNGs hold round(255 * MI / scale); scale = ln(min(members, C))
+
+    def batches(self) -> list[range]:
+        seeds = range(self.first_seed, self.first_seed + self.n)
+        return [seeds[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+
+
+def sample_name(seed: int) -> str:
+    return f"{seed:010d}"
+
+
+def batch_name(batch: range) -> str:
+    return f"{batch.start:010d}"
+
+
+def shard_batches(batches: list[range], shard: tuple[int, int]) -> list[range]:
+    index, count = shard
+    if not 0 <= index < count:
+        raise DatasetGANError(f"--shard {index}/{count}: the index must be 0..{count - 1}")
+    per_shard = math.ceil(len(batches) / count)
+    return batches[index * per_shard : (index + 1) * per_shard]
+
+
+def prepare_dataset(folder: Path, settings: GenerationSettings, workspace: Workspace) -> None:
+    """Create the folder, or check that the one there was made with the same settings."""
+    path = folder / SETTINGS_FILE
+    if path.exists():
+        existing = GenerationSettings.model_validate_json(path.read_text())
+        if existing != settings:
+            diff = {k: (v, getattr(settings, k)) for k, v in existing if getattr(settings, k) != v}
+            raise DatasetGANError(
+                f"{folder} was generated with other settings {diff} (old, new): choose another --name or delete it"
+            )
+        return
+    try:
+        for sub in ("images", "masks", "uncertainty", "latents", "parts"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetGANError(f"cannot write dataset folder {folder}: {exc.strerror or exc}") from exc
+    write_classes(folder, workspace.label_classes)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(settings.model_dump_json(indent=2)))
+
+
+def write_batch(folder: Path, batch: range, images: torch.Tensor, ws: torch.Tensor, labels, settings,
+                colors) -> None:
+    names = [sample_name(s) for s in batch]
+    uncertainty = (labels.uncertainty / settings.uncertainty_scale).clamp(0, 1).mul(255).round().to(torch.uint8)
+    for i, name in enumerate(names):
+        save_image(folder / "images" / f"{name}.png", images[i].permute(1, 2, 0).cpu().numpy())
+        save_mask(folder / "masks" / f"{name}.png", labels.mask[i].cpu().numpy(), colors)
+        save_image(folder / "uncertainty" / f"{name}.png", np.repeat(uncertainty[i, :, :, None].cpu().numpy(), 3, 2))
+    latents = folder / "latents" / f"{batch_name(batch)}.safetensors"
+    tensors = {"seeds": torch.tensor(list(batch)), "ws": ws.float().cpu().contiguous()}
+    atomic_write(latents, lambda tmp: save_file(tensors, tmp))
+    records = [{"name": name, "seed": seed, "w": f"latents/{latents.name}", "w_index": i,
+                "score": float(labels.scores[i])} for i, (name, seed) in enumerate(zip(names, batch))]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(folder / "parts" / f"{batch_name(batch)}.jsonl", lambda tmp: Path(tmp).write_text(text))
+
+
+def generate(workspace: Workspace, name: str, n: int, first_seed: int = 0, drop_uncertain: float = 0.1,
+             shard: tuple[int, int] = (0, 1), batch_size: int = 8, device: str | torch.device = "auto",
+             progress: bool = True) -> Path:
+    """Generate (or resume) dataset `name`; finalises the manifest when all batches are done."""
+    if n < 1:
+        raise DatasetGANError(f"-n must be at least 1 (got {n})")
+    if not 0 <= drop_uncertain < 1:
+        raise DatasetGANError(f"--drop-uncertain must be in [0, 1) (got {drop_uncertain})")
+    generator, interpreter = open_generator(workspace, device), open_interpreter(workspace, device)
+    sampling = workspace.config.sampling
+    scale = math.log(min(interpreter.config.members, workspace.num_classes))
+    settings = GenerationSettings(generator=workspace.config.generator, first_seed=first_seed, n=n,
+                                  batch_size=batch_size, psi=sampling.psi,
+                                  truncation_cutoff=sampling.truncation_cutoff, drop_uncertain=drop_uncertain,
+                                  uncertainty_scale=max(scale, 1e-6))
+    folder = workspace.datasets_dir / name
+    prepare_dataset(folder, settings, workspace)
+    colors = [c.color for c in workspace.label_classes]
+    todo = [b for b in shard_batches(settings.batches(), shard)
+            if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
+    for batch in tqdm(todo, desc=f"generating {name}", unit="batch", disable=not progress, dynamic_ncols=True):
+        ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff)
+        images, labels = label_ws(generator, interpreter, ws)
+        write_batch(folder, batch, images, ws, labels, settings, colors)
+    if missing_batches(folder, settings):
+        return folder  # other shards still to come: `merge` finalises
+    finalize(folder, settings)
+    return folder
+
+
+def missing_batches(folder: Path, settings: GenerationSettings) -> list[str]:
+    return [batch_name(b) for b in settings.batches() if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
+
+
+def finalize(folder: Path, settings: GenerationSettings) -> None:
+    """One manifest for all batches; the `drop_uncertain` most uncertain samples are marked kept=false."""
+    records = []
+    for batch in settings.batches():
+        records += [json.loads(line) for line in (folder / "parts" / f"{batch_name(batch)}.jsonl").read_text().splitlines()]
+    dropped = round(len(records) * settings.drop_uncertain)
+    order = sorted(range(len(records)), key=lambda i: (-records[i]["score"], records[i]["seed"]))
+    drop = set(order[:dropped])
+    for i, record in enumerate(records):
+        record["kept"] = i not in drop
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+
+
+def merge(target: Path, shards: list[Path]) -> Path:
+    """Copy the finished batches of shard folders into `target` and finalise its manifest."""
+    settings = GenerationSettings.model_validate_json((target / SETTINGS_FILE).read_text())
+    for shard in shards:
+        other = GenerationSettings.model_validate_json((shard / SETTINGS_FILE).read_text())
+        if other != settings:
+            raise DatasetGANError(f"{shard} was generated with other settings than {target}: cannot merge")
+        for part in sorted((shard / "parts").glob("*.jsonl")):
+            for line in part.read_text().splitlines():
+                record = json.loads(line)
+                for sub in ("images", "masks", "uncertainty"):
+                    shutil.copyfile(shard / sub / f"{record['name']}.png", target / sub / f"{record['name']}.png")
+            shutil.copyfile(shard / "latents" / f"{part.stem}.safetensors", target / "latents" / f"{part.stem}.safetensors")
+            shutil.copyfile(part, target / "parts" / part.name)  # last: the batch is complete in target
+    missing = missing_batches(target, settings)
+    if missing:
+        raise DatasetGANError(f"{len(missing)} batch(es) still missing (first seeds: {', '.join(missing[:5])}): "
+                              "run the remaining shards, then merge again")
+    finalize(target, settings)
+    return target
+
+
+def read_manifest(folder: Path, kept_only: bool = True) -> list[dict]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DatasetGANError(f"{folder} has no {MANIFEST}: finish generating it (or merge its shards) first")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in records if r["kept"]] if kept_only else records

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny random StyleGAN2 and a workspace annotated by a rule on its images.
+
+The rule (class by brightness) stands in for a person: it is a deterministic function of
+the image, so an interpreter has something real to learn.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasetgan.formats.masks import save_mask
+from datasetgan.generators.checkpoint import save_generator
+from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.workspace import Workspace, parse_classes
+
+TINY_INTERPRETER = {"members": 3, "min_epochs": 1, "max_epochs": 2}
+
+
+def make_tiny_generator(path: Path, resolution: int = 32, seed: int = 0) -> Path:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = StyleGAN2Generator(
+            z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=3,
+            mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 32},
+        )
+    save_generator(network, path)
+    return path
+
+
+def brightness_mask(image_path: Path) -> np.ndarray:
+    grey = np.asarray(Image.open(image_path).convert("L"), dtype=np.float32)
+    return np.where(grey > 140, 1, np.where(grey < 110, 2, 0)).astype(np.uint8)
+
+
+@pytest.fixture
+def tiny_generator(tmp_path: Path) -> Path:
+    return make_tiny_generator(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def annotated_workspace(tmp_path: Path, tiny_generator: Path) -> Workspace:
+    """Four candidates, each annotated by the brightness rule."""
+    from datasetgan.workflow import sample
+
+    workspace = Workspace.init(tmp_path / "ws", str(tiny_generator), parse_classes("background,bright,dark"),
+                               interpreter=TINY_INTERPRETER)
+    for cid in sample(workspace, 4, device="cpu"):
+        save_mask(workspace.annotation_path(cid), brightness_mask(workspace.candidate_image(cid)),
+                  [c.color for c in workspace.label_classes])
+    return workspace
