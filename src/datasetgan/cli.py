@@ -288,6 +288,33 @@ def generate(
         typer.echo(f"{folder}: shard {shard} done; run the other shards, then `datasetgan merge`")
 
 
+@app.command("import")
+def import_annotations(
+    directory: Path = typer.Argument(..., help="Workspace folder."),
+    source: Path = typer.Argument(..., help="The export: a CVAT folder, LabelMe folder, COCO JSON, or mask folder."),
+    format: str = typer.Option(..., "--format", help="cvat, labelme, coco or masks."),
+    unlabelled: str = typer.Option("background", help="What unpainted pixels become: background or ignore."),
+) -> None:
+    """Bring annotations made in CVAT, LabelMe or COCO into the workspace (validated first)."""
+    from datasetgan.formats.importers import import_annotations as import_step
+    from datasetgan.workspace import Workspace
+
+    typer.echo(import_step(Workspace.open(directory), source, format, unlabelled).summary())
+
+
+@app.command("export")
+def export(
+    dataset: Path = typer.Argument(..., help="A generated dataset folder (DIR/datasets/NAME)."),
+    out: Path = typer.Option(..., help="Folder for the parquet files."),
+    rows_per_file: int = typer.Option(1000),
+) -> None:
+    """Export a dataset's kept samples as Hugging Face-loadable parquet (needs datasetgan[parquet])."""
+    from datasetgan.formats.parquet import export_parquet
+
+    written = export_parquet(dataset, out, rows_per_file)
+    typer.echo(f"wrote {len(written)} parquet file(s) to {out}")
+
+
 @app.command("merge")
 def merge(
     target: Path = typer.Argument(..., help="Dataset folder of one shard; receives the others."),
