@@ -292,14 +292,14 @@ def generate(
 def import_annotations(
     directory: Path = typer.Argument(..., help="Workspace folder."),
     source: Path = typer.Argument(..., help="The export: a CVAT folder, LabelMe folder, COCO JSON, or mask folder."),
-    format: str = typer.Option(..., "--format", help="cvat, labelme, coco or masks."),
+    fmt: str = typer.Option(..., "--format", help="cvat, labelme, coco or masks."),
     unlabelled: str = typer.Option("background", help="What unpainted pixels become: background or ignore."),
 ) -> None:
     """Bring annotations made in CVAT, LabelMe or COCO into the workspace (validated first)."""
     from datasetgan.formats.importers import import_annotations as import_step
     from datasetgan.workspace import Workspace
 
-    typer.echo(import_step(Workspace.open(directory), source, format, unlabelled).summary())
+    typer.echo(import_step(Workspace.open(directory), source, fmt, unlabelled).summary())
 
 
 @app.command("export")
