@@ -19,5 +19,9 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/datasetgan demo
 
-test: $(STAMP)
+# Debian's Chromium for the studio's browser tests (Playwright drives it; no browser download)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -263,6 +263,20 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise DatasetGANError(f"--shard {text!r}: use i/k, e.g. 0/4 for the first of four shards") from exc
 
 
+@app.command("annotate")
+def annotate(
+    directory: Path = typer.Argument(..., help="Workspace folder."),
+    port: int = typer.Option(8765, help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback exposes the studio (no login)."),
+    device: str = DeviceOption,
+) -> None:
+    """Paint masks for the candidates in the browser (the annotation studio)."""
+    from datasetgan.annotate.server import serve
+    from datasetgan.workspace import Workspace
+
+    serve(Workspace.open(directory), host=host, port=port, device=device)
+
+
 @app.command("generate")
 def generate(
     directory: Path = typer.Argument(..., help="Workspace folder (with a trained interpreter)."),
@@ -340,6 +354,27 @@ def select(
 
     chosen = select_step(Workspace.open(directory), n, pool, seed, device)
     typer.echo(f"added the {len(chosen)} most uncertain of {pool} samples: {', '.join(chosen)}")
+
+
+@generator_app.command("convert")
+def generator_convert(
+    source: Path = typer.Argument(..., help="NVIDIA .pkl, rosinality .pt or our .safetensors."),
+    out: Path = typer.Argument(..., help="Output .safetensors file."),
+) -> None:
+    """Convert a generator to our safetensors format (loaded safely: no pickled code runs)."""
+    from datasetgan.generators.loaders import convert
+
+    convert(source, out)
+    typer.echo(f"wrote {out}")
+
+
+@generator_app.command("info")
+def generator_info(ref: str = typer.Argument(..., help="builtin:NAME or a generator file.")) -> None:
+    """Print a generator's config, its feature layers and the per-pixel feature dimension."""
+    from datasetgan.generators.loaders import describe
+    from datasetgan.generators.registry import load_network_ref
+
+    typer.echo(json.dumps(describe(load_network_ref(ref)), indent=2))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import torch
 from datasetgan.errors import DatasetGANError
 from datasetgan.generators.base import Generator
 from datasetgan.generators.checkpoint import load_network
+from datasetgan.generators.loaders import SUPPORTED, load_network_file
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 BUILTIN = {"faces64": "faces64.safetensors"}
@@ -20,15 +21,20 @@ def builtin_path(name: str) -> Path:
 
 
 def load_network_ref(ref: str) -> StyleGAN2Generator:
-    """`builtin:NAME` or a path to one of our generator files -> network on the CPU."""
+    """`builtin:NAME` or a path to a generator file (recognised by content) -> network on the CPU.
+
+    Files: our .safetensors, NVIDIA .pkl (read without running the code they carry) and
+    rosinality .pt/.pth checkpoints; see `datasetgan.generators.loaders`.
+    """
     if ref.startswith("builtin:"):
         return load_network(builtin_path(ref.removeprefix("builtin:")))
     path = Path(ref)
-    if path.suffix != ".safetensors":
+    if not path.is_file():
         raise DatasetGANError(
-            f"unknown generator {ref!r}: give builtin:NAME ({', '.join(BUILTIN)}) or a .safetensors generator file"
+            f"unknown generator {ref!r}: give builtin:NAME ({', '.join(BUILTIN)}) or the path of a generator file "
+            f"(datasetgan reads {SUPPORTED})"
         )
-    return load_network(path)
+    return load_network_file(path)
 
 
 def load_generator(ref: str, device: str | torch.device = "auto") -> Generator:
