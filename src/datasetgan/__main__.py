@@ -1,0 +1,3 @@
+from datasetgan.cli import main
+
+main()
