@@ -1,0 +1,271 @@
+"""The annotation studio's HTTP API: good saves round-trip, bad requests change nothing on disk."""
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasetgan import workflow
+from datasetgan.annotate.server import create_app
+from datasetgan.formats.masks import load_mask
+from datasetgan.generators.checkpoint import save_generator
+from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.workspace import Workspace, parse_classes
+
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install -e '.[dev]')")
+from fastapi.testclient import TestClient  # noqa: E402  (only after the skip check)
+
+SIZE = 32
+CLASSES = "background,skin,hair"  # three classes: ids 0..2, 255 = ignore
+TINY_INTERPRETER = {"members": 2, "max_epochs": 1, "min_epochs": 0, "hidden": [16, 8]}
+
+
+def tiny_workspace(root: Path, n: int = 3) -> Workspace:
+    """A workspace over a random 32x32 StyleGAN2 with n candidates (seeds 0..n-1)."""
+    torch.manual_seed(0)
+    network = StyleGAN2Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=SIZE, img_channels=3,
+                                 mapping_kwargs={"num_layers": 2},
+                                 synthesis_kwargs={"channel_base": 256, "channel_max": 32})
+    save_generator(network, root / "generator.safetensors")
+    workspace = Workspace.init(root / "ws", str(root / "generator.safetensors"), parse_classes(CLASSES),
+                               interpreter=TINY_INTERPRETER)
+    workflow.sample(workspace, n, device="cpu")
+    return workspace
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def halves(top: int, bottom: int) -> np.ndarray:
+    mask = np.full((SIZE, SIZE), top, np.uint8)
+    mask[SIZE // 2 :] = bottom
+    return mask
+
+
+GOOD_MASK = halves(0, 1).tobytes()
+OUT_OF_RANGE = halves(0, 3).tobytes()  # class 3 does not exist (three classes)
+
+
+def put_mask(client: TestClient, cid: str, body: bytes, content_type: str = "application/octet-stream"):
+    return client.put(f"/api/candidates/{cid}/mask", content=body, headers={"Content-Type": content_type})
+
+
+def wait_for_training(client: TestClient, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while (status := client.get("/api/train").json())["state"] == "running":
+        assert time.monotonic() < deadline, "training did not finish"
+        time.sleep(0.1)
+    return status
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return tiny_workspace(tmp_path)
+
+
+@pytest.fixture
+def client(workspace: Workspace):
+    with TestClient(create_app(workspace, device="cpu")) as client:
+        yield client
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def test_lists_classes_and_candidates(client):
+    classes = client.get("/api/classes").json()
+    assert [c["name"] for c in classes["classes"]] == ["background", "skin", "hair"]
+    assert classes["ignore"]["id"] == 255
+    listed = client.get("/api/candidates").json()
+    assert listed == {"interpreter": False, "candidates": [
+        {"id": cid, "done": False, "score": None} for cid in ("000000", "000001", "000002")]}
+
+
+def test_serves_the_candidate_image(client, workspace):
+    response = client.get("/api/candidates/000001/image")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content == workspace.candidate_image("000001").read_bytes()
+
+
+def test_a_new_candidate_without_interpreter_has_no_mask(client):
+    response = client.get("/api/candidates/000000/mask")
+    assert response.status_code == 404
+    assert "no annotation yet" in response.json()["detail"]
+    assert client.get("/api/candidates/000000/uncertainty").status_code == 404
+
+
+def test_the_page_is_served_and_fetches_nothing_from_elsewhere(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    for name in ("index.html", "app.js", "style.css"):
+        text = client.get(f"/static/{name}").text
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+
+
+# ---- saving ----------------------------------------------------------------------------------
+
+
+def test_save_round_trip_keeps_the_previous_version(client, workspace):
+    first, second = halves(1, 2), halves(2, 255)
+    saved = put_mask(client, "000000", first.tobytes())
+    assert saved.status_code == 200 and saved.json()["changed"] is True
+    assert np.array_equal(load_mask(workspace.annotation_path("000000")), first)
+
+    raw = client.get("/api/candidates/000000/mask", params={"format": "raw"})
+    assert raw.headers["x-mask-source"] == "annotation"
+    assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(SIZE, SIZE), first)
+    png = Image.open(io.BytesIO(client.get("/api/candidates/000000/mask").content))
+    assert png.mode == "P" and np.array_equal(np.asarray(png), first)
+
+    assert put_mask(client, "000000", second.tobytes()).json() == {"id": "000000", "changed": True, "versions_kept": 1}
+    assert np.array_equal(load_mask(workspace.annotation_path("000000")), second)
+    (previous,) = (workspace.annotations_dir / ".history").glob("000000-*.png")
+    assert np.array_equal(load_mask(previous), first)
+    assert workspace.annotated_ids() == ["000000"]  # the history is not mistaken for annotations
+    assert client.get("/api/candidates").json()["candidates"][0]["done"] is True
+
+
+def test_saving_the_same_mask_again_writes_nothing(client, workspace):
+    put_mask(client, "000001", halves(0, 1).tobytes())
+    before = snapshot(workspace.root)
+    assert put_mask(client, "000001", halves(0, 1).tobytes()).json()["changed"] is False
+    assert snapshot(workspace.root) == before
+
+
+def test_an_unreadable_annotation_is_kept_and_replaced(client, workspace):
+    workspace.annotation_path("000001").write_bytes(b"not a png")
+    assert put_mask(client, "000001", GOOD_MASK).json()["changed"] is True
+    assert np.array_equal(load_mask(workspace.annotation_path("000001")), halves(0, 1))
+    (kept,) = (workspace.annotations_dir / ".history").glob("000001-*.png")
+    assert kept.read_bytes() == b"not a png"
+
+
+def test_concurrent_saves_leave_one_whole_mask(workspace):
+    """Two tabs saving at once: every write is whole, the last one wins, the other is in the history."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    masks = [halves(a, b) for a, b in ((0, 1), (1, 2), (2, 0), (255, 1))]
+    with TestClient(create_app(workspace, device="cpu")) as client, ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda m: put_mask(client, "000002", m.tobytes()).status_code, masks * 3))
+    assert codes == [200] * 12
+    versions = [load_mask(p) for p in (workspace.annotations_dir / ".history").glob("000002-*.png")]
+    final = load_mask(workspace.annotation_path("000002"))
+    assert any(np.array_equal(final, m) for m in masks)
+    assert all(any(np.array_equal(v, m) for m in masks) for v in versions)
+    assert not list(workspace.annotations_dir.glob(".*.tmp"))
+
+
+# ---- refusals ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "body", "content_type", "status", "says"), [
+    ("/api/candidates/999999/mask", GOOD_MASK, None, 404, "unknown candidate"),
+    ("/api/candidates/12/mask", GOOD_MASK, None, 400, "invalid candidate id"),
+    ("/api/candidates/..%2fdatasetgan.yaml/mask", GOOD_MASK, None, 404, ""),
+    ("/api/candidates/%2e%2e%2fdatasetgan.yaml/mask", GOOD_MASK, None, 404, ""),
+    ("/api/candidates/%2e%2e/mask", GOOD_MASK, None, 400, "invalid candidate id"),
+    ("/api/candidates/000000%2f..%2f..%2fx/mask", GOOD_MASK, None, 404, ""),
+    ("/api/candidates/000000.png/mask", GOOD_MASK, None, 400, "invalid candidate id"),
+    ("/api/candidates/000000/mask", GOOD_MASK[:-SIZE], None, 400, "send 1024 bytes"),
+    ("/api/candidates/000000/mask", OUT_OF_RANGE, None, 422, "class ids [3]"),
+    ("/api/candidates/000000/mask", bytes([254]) * SIZE * SIZE, None, 422, "outside 0..2"),
+    ("/api/candidates/000000/mask", GOOD_MASK + b"\0", None, 413, "larger than 1024 bytes"),
+    ("/api/candidates/000000/mask", b"\0" * 10_000_000, None, 413, "larger than 1024 bytes"),
+    ("/api/candidates/000000/mask", GOOD_MASK, "image/png", 415, "application/octet-stream"),
+])
+def test_bad_saves_are_refused_and_change_nothing(client, workspace, path, body, content_type, status, says):
+    put_mask(client, "000001", GOOD_MASK)  # an existing annotation that must survive untouched
+    before = snapshot(workspace.root)
+    response = client.put(path, content=body, headers={"Content-Type": content_type or "application/octet-stream"})
+    assert response.status_code == status, response.text
+    assert says in response.json()["detail"]
+    assert snapshot(workspace.root) == before
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit(client, workspace):
+    """Without Content-Length (chunked), the body is still refused once it passes H*W bytes."""
+    before = snapshot(workspace.root)
+    chunks = (b"\1" * 4096 for _ in range(1000))
+    response = client.put("/api/candidates/000000/mask", content=chunks,
+                          headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 413
+    assert snapshot(workspace.root) == before
+
+
+@pytest.mark.parametrize("path", ["/api/candidates/..%2f..%2fetc/image", "/api/candidates/%2e%2e/image",
+                                  "/api/candidates/%2e%2e%2fdatasetgan.yaml/mask", "/api/candidates/x/uncertainty",
+                                  "/static/..%2f..%2fserver.py", "/static/%2e%2e/server.py"])
+def test_reads_outside_the_workspace_are_refused(client, path):
+    response = client.get(path)
+    assert 400 <= response.status_code < 500
+    assert "from datasetgan" not in response.text and "generator:" not in response.text
+
+
+def test_another_sites_page_cannot_save_or_train(client, workspace):
+    before = snapshot(workspace.root)
+    evil = {"Origin": "http://evil.example", "Content-Type": "application/octet-stream"}
+    assert client.put("/api/candidates/000000/mask", content=GOOD_MASK, headers=evil).status_code == 403
+    assert client.post("/api/train", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.get("/api/train").json()["state"] == "idle"
+    assert snapshot(workspace.root) == before
+
+
+def test_unknown_host_names_are_refused(workspace):
+    """Bound to loopback, the studio answers only to loopback names (no DNS rebinding)."""
+    with TestClient(create_app(workspace, allowed_hosts=["127.0.0.1", "localhost"]),
+                    base_url="http://attacker.example:8765") as client:
+        refused = client.get("/api/classes")
+        assert refused.status_code == 400 and "is not served" in refused.json()["detail"]
+    with TestClient(create_app(workspace, allowed_hosts=["127.0.0.1", "localhost"]),
+                    base_url="http://127.0.0.1:8765") as client:
+        assert client.get("/api/classes").status_code == 200
+
+
+# ---- the interpreter -------------------------------------------------------------------------
+
+
+def test_training_without_annotations_reports_the_error(client):
+    assert client.post("/api/train").status_code == 202
+    status = wait_for_training(client)
+    assert status["state"] == "error" and "no annotations" in status["message"]
+
+
+def test_train_now_then_pre_annotation(client, workspace):
+    put_mask(client, "000000", halves(1, 2).tobytes())
+    assert client.post("/api/train").json()["state"] == "running"
+    second = client.post("/api/train")
+    assert second.status_code == 409 and "already training" in second.json()["detail"]
+    status = wait_for_training(client)
+    assert status["state"] == "done", status
+    assert (workspace.interpreter_dir / "config.json").is_file()
+    assert not (workspace.root / ".interpreter-training").exists()
+
+    expected = workflow.label(workspace, ["000001"], device="cpu")
+    raw = client.get("/api/candidates/000001/mask", params={"format": "raw"})
+    assert raw.headers["x-mask-source"] == "prediction"
+    assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(SIZE, SIZE), expected.mask[0].numpy())
+    heat = Image.open(io.BytesIO(client.get("/api/candidates/000001/uncertainty").content))
+    assert heat.size == (SIZE, SIZE) and heat.mode == "RGBA"
+
+    listed = client.get("/api/candidates", params={"scores": True}).json()
+    assert listed["interpreter"] is True
+    scores = {c["id"]: c["score"] for c in listed["candidates"]}
+    assert scores["000001"] == pytest.approx(float(expected.scores[0]))
+    assert all(s is not None for s in scores.values())
+    assert client.get("/api/candidates/000000/mask").headers["x-mask-source"] == "annotation"
+
+
+def test_serve_binds_loopback_and_warns_on_other_hosts(workspace, monkeypatch, capsys):
+    from datasetgan.annotate import server
+
+    calls = []
+    monkeypatch.setattr(server.uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    server.serve(workspace)
+    assert calls[-1]["host"] == "127.0.0.1" and "no authentication" not in capsys.readouterr().err
+    server.serve(workspace, host="0.0.0.0", port=9000)
+    assert calls[-1] == {"host": "0.0.0.0", "port": 9000, "log_level": "warning"}
+    assert "no authentication" in capsys.readouterr().err
