@@ -20,7 +20,11 @@ from datasetgan.generators.registry import load_generator
 from datasetgan.interpreter import InterpreterConfig, Labels, StyleInterpreter, TrainingHistory
 from datasetgan.workspace import Workspace, candidate_id
 
-SYNTH_BATCH = 8
+
+
+def synth_batch(generator: Generator) -> int:
+    """Images per synthesis call: 8 up to 512 px, fewer above, so pyramids stay ~1 GB."""
+    return max(1, min(8, 2 * 2**20 // generator.resolution**2))
 
 
 def open_generator(workspace: Workspace, device: str | torch.device = "auto") -> Generator:
@@ -28,7 +32,7 @@ def open_generator(workspace: Workspace, device: str | torch.device = "auto") ->
 
 
 def feature_resolution(workspace: Workspace, generator: Generator) -> int:
-    return int(workspace.config.interpreter.get("feature_resolution") or generator.resolution)
+    return workspace.config.features.resolve(generator.resolution)
 
 
 def sample(workspace: Workspace, n: int, seed: int = 0, device: str | torch.device = "auto",
@@ -40,19 +44,30 @@ def sample(workspace: Workspace, n: int, seed: int = 0, device: str | torch.devi
     sampling = workspace.config.sampling
     seeds = list(range(seed, seed + n))
     added = []
-    for start in range(0, n, SYNTH_BATCH):
-        chunk = seeds[start : start + SYNTH_BATCH]
+    for start in range(0, n, synth_batch(generator)):
+        chunk = seeds[start : start + synth_batch(generator)]
         ws = generator.ws_from_seeds(chunk, sampling.psi, sampling.truncation_cutoff)
         images, _ = generator.synthesize(ws)
         added += workspace.add_candidates(chunk, ws, generator.to_uint8(images))
     return added
 
 
-def synthesize_pyramids(generator: Generator, ws: torch.Tensor, dtype: torch.dtype = torch.float32
+def shrink_pyramid(pyramid: list[torch.Tensor], size: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Levels finer than the feature grid are resized to it once, then stored in `dtype`.
+
+    Exact: a hypercolumn at size S reads each level bilinearly resized to S, so resizing a
+    level to S ahead of time gives the same numbers; coarser levels stay native.
+    """
+    return [(F.interpolate(level, size=(size, size), mode="bilinear", align_corners=False)
+             if level.shape[-1] > size else level).to(dtype) for level in pyramid]
+
+
+def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype: torch.dtype = torch.float32
                         ) -> list[torch.Tensor]:
-    """Feature pyramids of many ws, batch by batch, kept at native resolution (optionally half)."""
-    parts = [generator.synthesize(ws[i : i + SYNTH_BATCH])[1] for i in range(0, len(ws), SYNTH_BATCH)]
-    return [torch.cat([p[level] for p in parts]).to(dtype) for level in range(len(parts[0]))]
+    """Feature pyramids of many ws, batch by batch, no finer than `size` (optionally half)."""
+    step = synth_batch(generator)
+    parts = [shrink_pyramid(generator.synthesize(ws[i : i + step])[1], size, dtype) for i in range(0, len(ws), step)]
+    return [torch.cat([p[level] for p in parts]) for level in range(len(parts[0]))]
 
 
 def read_annotation(workspace: Workspace, cid: str, size: int) -> torch.Tensor:
@@ -101,7 +116,8 @@ def train(workspace: Workspace, device: str | torch.device = "auto", progress: b
         mask, n = drop_small_fragments(read_annotation(workspace, cid, size), min_fragment)
         masks.append(mask)
         dropped += n
-    pyramid = synthesize_pyramids(generator, workspace.ws_for(ids))
+    dtype = torch.float16 if workspace.config.features.half_precision else torch.float32
+    pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype)
     config = InterpreterConfig(num_classes=workspace.num_classes,
                                **{**workspace.config.interpreter, "feature_resolution": size})
     interpreter = StyleInterpreter(config, generator.feature_channels).to(generator.device)
@@ -134,7 +150,8 @@ def label(workspace: Workspace, ids: Sequence[str], device: str | torch.device =
     """The interpreter's mask, uncertainty map and score for candidates (pre-annotation)."""
     generator, interpreter = open_generator(workspace, device), open_interpreter(workspace, device)
     ws = workspace.ws_for([workspace.check_id(c) for c in ids])
-    parts = [label_ws(generator, interpreter, ws[i : i + SYNTH_BATCH])[1] for i in range(0, len(ws), SYNTH_BATCH)]
+    step = synth_batch(generator)
+    parts = [label_ws(generator, interpreter, ws[i : i + step])[1] for i in range(0, len(ws), step)]
     return Labels(*(torch.cat(p) for p in zip(*parts)))
 
 
@@ -148,8 +165,9 @@ def select(workspace: Workspace, n: int, pool: int = 200, seed: int = 1_000_000,
     known = set(workspace.read_latents()[0])
     seeds = [s for s in range(seed, seed + pool + len(known)) if s not in known][:pool]
     scores = []
-    for start in range(0, pool, SYNTH_BATCH):
-        ws = generator.ws_from_seeds(seeds[start : start + SYNTH_BATCH], sampling.psi, sampling.truncation_cutoff)
+    step = synth_batch(generator)
+    for start in range(0, pool, step):
+        ws = generator.ws_from_seeds(seeds[start : start + step], sampling.psi, sampling.truncation_cutoff)
         scores.append(interpreter.label(generator.synthesize(ws)[1]).scores)
     order = torch.cat(scores).argsort(descending=True)[:n].tolist()
     chosen = [seeds[i] for i in order]

@@ -47,10 +47,20 @@ class SamplingSettings(BaseModel):
     truncation_cutoff: int | None = None  # None: all w slots; the paper's StyleGAN1 used 8
 
 
+class FeatureSettings(BaseModel):
+    resolution: int | None = None  # hypercolumn grid; None: the image size, capped at max_resolution
+    max_resolution: int = 512  # the paper labels 1024 px faces from 512 px features
+    half_precision: bool = False  # store annotated pyramids in float16: half the memory
+
+    def resolve(self, image_resolution: int) -> int:
+        return self.resolution or min(image_resolution, self.max_resolution)
+
+
 class WorkspaceConfig(BaseModel):
     generator: str
     classes: list[ClassSpec] = Field(min_length=2)
     sampling: SamplingSettings = SamplingSettings()
+    features: FeatureSettings = FeatureSettings()
     interpreter: dict = Field(default_factory=dict, description="InterpreterConfig overrides")
     generation: dict = Field(default_factory=dict, description="generation defaults")
 

@@ -55,8 +55,11 @@ class Generator:
         """[N, num_ws, w_dim] latents for the seeds, truncated towards the mean w by `psi`."""
         if self.network.c_dim > 0:
             raise DatasetGANError("conditional generators need a label per seed, which is not supported yet")
+        # one seed at a time: a batched matmul rounds differently per batch size, and a seed
+        # must name the same w wherever it is drawn (the mapping costs little next to synthesis)
         zs = self.zs_from_seeds(seeds)
-        return self.network.mapping(zs, None, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
+        return torch.cat([self.network.mapping(z[None], None, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
+                          for z in zs])
 
     @torch.no_grad()
     def synthesize(self, ws: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
