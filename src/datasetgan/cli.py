@@ -72,6 +72,32 @@ def world_render(
     typer.echo(f"wrote {len(seeds)} {world} images with masks to {folder}")
 
 
+@world_app.command("preview")
+def world_preview(
+    out: Path = typer.Option(Path("world.png"), help="PNG to write: image and mask overlay side by side."),
+    n: int = typer.Option(16, "--n", help="Number of images."),
+    world: str = typer.Option("faces"),
+    resolution: int = typer.Option(64),
+    split: str = typer.Option("real_test"),
+    scale: int = typer.Option(2, help="Pixel magnification."),
+) -> None:
+    """A picture of world images with their exact masks overlaid."""
+    from datasetgan.formats.masks import save_image
+    from datasetgan.viz import grid, overlay
+    from datasetgan.worlds import get_world
+
+    if n < 1:
+        raise DatasetGANError(f"--n must be at least 1 (got {n})")
+    source = get_world(world)
+    images, labels = source.render(list(source.seed_ranges[split][:n]), check_resolution(resolution))
+    colors = [c.color for c in source.classes]
+    tiles = []
+    for image, label in zip(images.permute(0, 2, 3, 1).numpy(), labels.numpy()):
+        tiles += [image, overlay(image, label, colors, alpha=0.6)]
+    save_image(out, grid(tiles, columns=8, scale=scale))
+    typer.echo(f"wrote {out}")
+
+
 @oracle_app.command("train")
 def oracle_train(
     out: Path = typer.Option(None, help="Where to save the oracle (default: the package's built-in location)."),

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import write_classes
-from datasetgan.formats.masks import atomic_write, save_image, save_mask
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.workflow import label_ws, open_generator, open_interpreter
 from datasetgan.workspace import Workspace
 

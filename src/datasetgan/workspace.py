@@ -23,7 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import atomic_write, save_image
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import save_image
 from datasetgan.worlds import LabelClass, get_world
 
 CONFIG_NAME = "datasetgan.yaml"

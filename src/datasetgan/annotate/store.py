@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import atomic_write, load_mask, save_mask
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import load_mask, save_mask
 from datasetgan.workspace import Workspace
 
 HISTORY_KEEP = 20  # versions kept per candidate: autosave writes often, so the history is pruned

@@ -11,7 +11,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import atomic_write, save_image, save_mask
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.worlds import LabelClass
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -4,8 +4,6 @@ Written with a palette so that an image viewer shows colours while every tool th
 the raw values still gets the class ids.
 """
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from datasetgan.errors import DatasetGANError
+from datasetgan.fileio import atomic_write
 
 IGNORE = 255
 IGNORE_COLOR = (255, 255, 255)
@@ -25,19 +24,6 @@ def palette_bytes(colors: Sequence[tuple[int, int, int]]) -> list[int]:
         table[3 * i : 3 * i + 3] = rgb
     table[3 * IGNORE : 3 * IGNORE + 3] = IGNORE_COLOR
     return table
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a torn file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_mask(path: str | Path, mask: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> None:

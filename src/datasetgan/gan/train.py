@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import atomic_write, save_image
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import save_image
 from datasetgan.gan.augment import check_policy, diff_augment
 from datasetgan.gan.discriminator import Discriminator
 from datasetgan.generators.checkpoint import save_generator

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import atomic_write
+from datasetgan.fileio import atomic_write
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 FORMAT = "datasetgan.stylegan2"

@@ -16,7 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import IGNORE, atomic_write
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import IGNORE
 from datasetgan.metrics import ConfusionMeter, SegmentationScores
 from datasetgan.segment.models import build_segmenter, normalize
 
