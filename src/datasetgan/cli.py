@@ -140,6 +140,26 @@ def oracle_eval(
     typer.echo(json.dumps(scores.as_dict([c.name for c in classes]), indent=2))
 
 
+@oracle_app.command("annotate")
+def oracle_annotate(
+    directory: Path = typer.Argument(..., help="Workspace whose generator was trained on the world."),
+    world: str = typer.Option("faces"),
+    device: str = DeviceOption,
+) -> None:
+    """Annotate every unannotated candidate with the oracle (a stand-in for a person)."""
+    from datasetgan.workspace import Workspace
+    from datasetgan.worlds.oracle import annotate_candidates, load_oracle
+
+    from datasetgan.workflow import open_generator
+
+    workspace = Workspace.open(directory)
+    todo = sorted(set(workspace.candidate_ids()) - set(workspace.annotated_ids()))
+    dev = resolve_device(device)
+    resolution = open_generator(workspace, dev).resolution
+    annotate_candidates(workspace, load_oracle(world, resolution, dev), todo, dev)
+    typer.echo(f"annotated {len(todo)} candidates in {workspace.annotations_dir}")
+
+
 @gan_app.command("train")
 def gan_train(
     run: Path = typer.Option(Path("runs/gan"), help="Run folder: checkpoint, snapshots, samples, log."),
@@ -401,6 +421,18 @@ def generator_info(ref: str = typer.Argument(..., help="builtin:NAME or a genera
     from datasetgan.generators.registry import load_network_ref
 
     typer.echo(json.dumps(describe(load_network_ref(ref)), indent=2))
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("demo-output"), help="Folder for the workspace, dataset and report."),
+    n: int = typer.Option(2000, "-n", help="Labelled samples to generate."),
+    device: str = DeviceOption,
+) -> None:
+    """DatasetGAN end to end on the built-in faces generator: table + HTML report."""
+    from datasetgan.demo import DemoConfig, run_demo
+
+    run_demo(out, resolve_device(device), DemoConfig(n_generate=n))
 
 
 def main() -> None:

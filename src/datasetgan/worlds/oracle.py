@@ -8,12 +8,17 @@ the space in which world-FD compares generated images with the world's.
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from datasetgan.errors import DatasetGANError
+from datasetgan.formats.masks import save_mask
 from datasetgan.metrics import SegmentationScores
-from datasetgan.segment.train import SegmenterConfig, evaluate, load_segmenter, save_segmenter, train_segmenter
+from datasetgan.segment.train import (SegmenterConfig, evaluate, load_segmenter, predict, save_segmenter,
+                                      train_segmenter)
+from datasetgan.workspace import Workspace
 from datasetgan.worlds import get_world
 
 ORACLE_CONFIG = SegmenterConfig(architecture="unet-resnet18", epochs=12, batch_size=32, lr=2e-3)
@@ -54,3 +59,12 @@ def load_oracle(world: str, resolution: int, device: torch.device, path: Path | 
         )
     model, _ = load_segmenter(path, device)
     return model
+
+
+def annotate_candidates(workspace: Workspace, oracle: nn.Module, ids: list[str], device: torch.device) -> None:
+    """Label candidates as a person would in the studio: the oracle's prediction, saved as masks."""
+    images = torch.from_numpy(np.stack([np.asarray(Image.open(workspace.candidate_image(c)).convert("RGB"))
+                                        for c in ids])).permute(0, 3, 1, 2)
+    colors = [c.color for c in workspace.label_classes]
+    for cid, mask in zip(ids, predict(oracle, images, device)):
+        save_mask(workspace.annotation_path(cid), mask.numpy(), colors)
