@@ -19,6 +19,15 @@ from datasetgan.workspace import Workspace, parse_classes
 TINY_INTERPRETER = {"members": 3, "min_epochs": 1, "max_epochs": 2}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests run tiny tensors: one thread avoids hand-off overhead and thrashing on shared CPUs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def make_tiny_generator(path: Path, resolution: int = 32, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
