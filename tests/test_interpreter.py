@@ -294,3 +294,17 @@ def test_predicting_needs_a_feature_resolution():
     interpreter = StyleInterpreter(config(), [c for c, _ in LEVELS])
     with pytest.raises(DatasetGANError, match="feature resolution"):
         interpreter.predict_probs(random_pyramid())
+
+
+def test_pyramid_with_levels_already_merged_is_accepted_and_misaligned_one_refused():
+    from datasetgan.features import merge_levels
+
+    g = torch.Generator().manual_seed(3)
+    pyramid = [torch.randn(2, c, r, r, generator=g) for c, r in ((4, 4), (4, 8), (6, 8), (2, 16))]
+    interpreter = StyleInterpreter(InterpreterConfig(num_classes=3, members=2, feature_resolution=16), [4, 4, 6, 2])
+    merged = merge_levels(pyramid)
+    assert len(merged) == 3
+    assert torch.allclose(interpreter.predict_probs(merged), interpreter.predict_probs(pyramid), atol=1e-6)
+    misaligned = [torch.randn(2, 6, 4, 4), torch.randn(2, 8, 8, 8), torch.randn(2, 2, 16, 16)]  # same D = 16
+    with pytest.raises(DatasetGANError, match="channels"):
+        interpreter.predict_probs(misaligned)

@@ -11,6 +11,7 @@ pyramid; inference runs the first layer per level at native resolution (`_first_
 import json
 import math
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
@@ -335,19 +336,20 @@ class StyleInterpreter(nn.Module):
         Linear(resize(F)) == sum over levels of resize(Linear_l(F_l)) + bias, because resizing
         is linear per channel with weights that sum to one; so each level is projected to h1
         channels where it has fewer pixels (natively, or after resizing when it is larger than
-        S) and only h1 channels are upsampled.
+        S) and only h1 channels are upsampled. For the same reason the bias can ride on the
+        coarsest level, where adding it is cheapest.
         """
         weights = self.ensemble.fc1.weight[members].split(feature_channels(levels), dim=1)
+        bias = self.ensemble.fc1.bias[members].reshape(-1)
         total = None
-        for level, weight in zip(levels, weights, strict=True):
-            kernel = weight.permute(0, 2, 1).flatten(0, 1)[..., None, None]  # [m * h1, C_l, 1, 1]
+        for index, (level, weight) in enumerate(zip(levels, weights, strict=True)):
+            kernel = weight.permute(1, 0, 2).flatten(1)  # [C_l, m * h1]
             if level.shape[-2] * level.shape[-1] > size * size:
-                out = F.conv2d(resize(level, size), kernel)
-            else:  # channels-last, like everything `resize` returns: the layout it is fast in
-                level = level.float().contiguous(memory_format=torch.channels_last)
-                out = resize(F.conv2d(level, kernel), size)
+                out = _project(resize(level, size), kernel, bias if index == 0 else None)
+            else:
+                out = resize(_project(level.float(), kernel, bias if index == 0 else None), size)
             total = out if total is None else total.add_(out)
-        return total + self.ensemble.fc1.bias[members].reshape(1, -1, 1, 1)
+        return total
 
     def _rest(self, hidden: Tensor, members: slice) -> Tensor:
         """From the first layer's maps `[n, m * h1, S, S]` to softmax `[m, n, C, S, S]`."""
@@ -369,9 +371,11 @@ class StyleInterpreter(nn.Module):
 
     def label(self, pyramid: Pyramid, size: int | None = None, top_fraction: float = 0.1) -> Labels:
         """Vote mask, mutual-information map and image score for each image of `pyramid`."""
+        size, cfg = self._size(size), self.config
+        step = max(1, 2**25 // (cfg.members * cfg.num_classes * size * size))  # bounds [M, n, C, S, S]
         results = []
-        for i in range(pyramid[0].shape[0]):  # one image at a time bounds the [M, C, S, S] probs
-            probs = self.predict_probs([level[i : i + 1] for level in pyramid], size)
+        for i in range(0, pyramid[0].shape[0], step):
+            probs = self.predict_probs([level[i : i + step] for level in pyramid], size)
             uncertainty = mutual_information(probs)
             results.append(
                 (vote(probs).to(torch.uint8), uncertainty, image_scores(uncertainty, top_fraction))
@@ -390,7 +394,7 @@ class StyleInterpreter(nn.Module):
     def _prepare(self, pyramid: Pyramid) -> Pyramid:
         """Check the pyramid against the one trained on; merge equal resolutions; move it."""
         channels = feature_channels(pyramid)
-        if channels != self.level_channels:
+        if not self._fits(channels):
             raise DatasetGANError(
                 f"the style interpreter expects a feature pyramid with channels {self.level_channels} "
                 f"(D={sum(self.level_channels)}), but got {channels} (D={sum(channels)}): "
@@ -399,6 +403,12 @@ class StyleInterpreter(nn.Module):
         if any(level.dim() != 4 or level.shape[0] != pyramid[0].shape[0] for level in pyramid):
             raise DatasetGANError("pyramid levels must all be [N, C, H, W] with the same N")
         return [level.to(self.device) for level in merge_levels(pyramid)]
+
+    def _fits(self, channels: list[int]) -> bool:
+        """The trained levels, or the same with neighbouring levels already merged."""
+        boundaries = set(accumulate(self.level_channels))
+        given = list(accumulate(channels))
+        return bool(given) and given[-1] == sum(self.level_channels) and set(given) <= boundaries
 
     def _check_masks(self, pyramid: Pyramid, masks: Tensor) -> Tensor:
         cfg = self.config
@@ -457,6 +467,14 @@ class StyleInterpreter(nn.Module):
                 f"{weights} does not match {CONFIG_FILE} ({exc}): save the interpreter again"
             ) from exc
         return interpreter.to(resolve_device(device)).eval()
+
+
+def _project(level: Tensor, kernel: Tensor, bias: Tensor | None) -> Tensor:
+    """A 1x1 convolution `[n, C, h, w] -> [n, K, h, w]` as one matmul over the channels-last
+    view (PyTorch's CPU conv takes a slow path for this shape); the result is channels-last."""
+    pixels = level.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # a view
+    out = pixels @ kernel if bias is None else torch.addmm(bias, pixels.reshape(-1, kernel.shape[0]), kernel)
+    return out.reshape(*pixels.shape[:3], -1).permute(0, 3, 1, 2)
 
 
 def _maps(probs: Tensor, n: int, h: int, w: int) -> Tensor:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datasetgan.errors import DatasetGANError
+from datasetgan.features import merge_levels
 from datasetgan.formats.masks import IGNORE, load_mask
 from datasetgan.generators.base import Generator
 from datasetgan.generators.registry import load_generator
@@ -64,10 +65,21 @@ def shrink_pyramid(pyramid: list[torch.Tensor], size: int, dtype: torch.dtype) -
 
 def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype: torch.dtype = torch.float32
                         ) -> list[torch.Tensor]:
-    """Feature pyramids of many ws, batch by batch, no finer than `size` (optionally half)."""
-    step = synth_batch(generator)
-    parts = [shrink_pyramid(generator.synthesize(ws[i : i + step])[1], size, dtype) for i in range(0, len(ws), step)]
-    return [torch.cat([p[level] for p in parts]) for level in range(len(parts[0]))]
+    """Feature pyramids of many ws, no finer than `size`, stored as the interpreter reads them.
+
+    Levels of one resolution are merged and kept channels-last in `dtype`, filled batch by
+    batch into preallocated tensors: the interpreter then trains on them without a copy, and
+    peak memory is the stored pyramids plus one batch.
+    """
+    step, stored = synth_batch(generator), []
+    for start in range(0, len(ws), step):
+        part = merge_levels(shrink_pyramid(generator.synthesize(ws[start : start + step])[1], size, dtype))
+        if not stored:
+            stored = [torch.empty((len(ws), *level.shape[1:]), dtype=dtype, device=level.device,
+                                  memory_format=torch.channels_last) for level in part]
+        for target, level in zip(stored, part):
+            target[start : start + step] = level
+    return stored
 
 
 def read_annotation(workspace: Workspace, cid: str, size: int) -> torch.Tensor:
