@@ -109,6 +109,7 @@ def oracle_train(
     device: str = DeviceOption,
 ) -> None:
     """Fit the world oracle and report its mIoU on the real test split."""
+    from datasetgan.worlds import get_world
     from datasetgan.worlds.oracle import ORACLE_CONFIG, builtin_oracle_path, train_oracle
 
     check_resolution(resolution)
@@ -116,7 +117,8 @@ def oracle_train(
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = ORACLE_CONFIG.model_copy(update={"epochs": epochs})
     _, scores = train_oracle(world, resolution, n_train, n_test, resolve_device(device), cfg, out)
-    typer.echo(json.dumps({"oracle": str(out), **scores.as_dict()}, indent=2))
+    names = [c.name for c in get_world(world).classes]
+    typer.echo(json.dumps({"oracle": str(out), **scores.as_dict(names)}, indent=2))
 
 
 @oracle_app.command("eval")
