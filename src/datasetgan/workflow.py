@@ -128,7 +128,7 @@ def train(workspace: Workspace, device: str | torch.device = "auto", progress: b
         mask, n = drop_small_fragments(read_annotation(workspace, cid, size), min_fragment)
         masks.append(mask)
         dropped += n
-    dtype = torch.float16 if workspace.config.features.half_precision else torch.float32
+    dtype = workspace.config.features.storage_dtype(generator.resolution)
     pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype)
     config = InterpreterConfig(num_classes=workspace.num_classes,
                                **{**workspace.config.interpreter, "feature_resolution": size})

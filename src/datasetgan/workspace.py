@@ -51,10 +51,16 @@ class SamplingSettings(BaseModel):
 class FeatureSettings(BaseModel):
     resolution: int | None = None  # hypercolumn grid; None: the image size, capped at max_resolution
     max_resolution: int = 512  # the paper labels 1024 px faces from 512 px features
-    half_precision: bool = False  # store annotated pyramids in float16: half the memory
+    # store annotated pyramids in float16: half the memory, probabilities within ~3e-4 of float32;
+    # None: on for generators of 512 px and up, where memory is what limits a laptop
+    half_precision: bool | None = None
 
     def resolve(self, image_resolution: int) -> int:
         return self.resolution or min(image_resolution, self.max_resolution)
+
+    def storage_dtype(self, image_resolution: int) -> torch.dtype:
+        half = self.half_precision if self.half_precision is not None else image_resolution >= 512
+        return torch.float16 if half else torch.float32
 
 
 class WorkspaceConfig(BaseModel):
