@@ -8,6 +8,7 @@ from datasetgan.features import (
     hypercolumns,
     merge_levels,
     resize,
+    rows,
 )
 
 # (channels, resolution) of a small StyleGAN-like pyramid: two maps per block after the first.
@@ -55,6 +56,18 @@ def test_gather_upcasts_half_precision():
     assert got.dtype == torch.float32
     expected = hypercolumns(pyramid, 32)[images, :, ys, xs]
     assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gather_reads_channels_last_levels(dtype):
+    # The layout training stores, read without a copy; any other is copied, same result.
+    pyramid = random_pyramid(dtype=dtype)
+    stored = [level.contiguous(memory_format=torch.channels_last) for level in pyramid]
+    assert all(rows(level).data_ptr() == level.data_ptr() for level in stored)
+    images, ys, xs = random_pixels(2, 24, 24)
+    expected = hypercolumns(pyramid, 24)[images, :, ys, xs]
+    assert (gather(stored, ys, xs, 24, images) - expected).abs().max() < 1e-5
+    assert torch.equal(gather(stored, ys, xs, 24, images), gather(pyramid, ys, xs, 24, images))
 
 
 def test_gather_needs_images_for_a_batch():

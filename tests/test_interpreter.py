@@ -199,15 +199,26 @@ def test_a_half_precision_pyramid_trains_like_a_float_one():
 # ---- inference ----
 
 
-@pytest.mark.parametrize("size", [SIZE, 32, 13, 37])
+# 4: no level is coarser than the grid (all resized or native); 13: some are downsampled.
+@pytest.mark.parametrize("size", [SIZE, 32, 13, 37, 4])
 def test_factorised_inference_equals_naive(size):
     pyramid = random_pyramid(n=3)
     interpreter = randomise(StyleInterpreter(config(hidden=(12, 6)), feature_channels(pyramid)))
     naive = interpreter.predict_probs_naive(pyramid, size)
     assert naive.shape == (3, 3, 4, size, size)
     assert (interpreter.predict_probs(pyramid, size) - naive).abs().max() < 1e-5
-    # Tiny chunks: one member of one image at a time.
+    # Tiny chunks: one pixel at a time; then bands of 7 pixels, the last one short.
     assert (interpreter.predict_probs(pyramid, size, chunk_elements=1) - naive).abs().max() < 1e-5
+    bands = interpreter.predict_probs(pyramid, size, chunk_elements=7 * 3 * 12)
+    assert (bands - naive).abs().max() < 1e-5
+
+
+def test_factorised_inference_in_groups_of_members():
+    pyramid = random_pyramid()
+    interpreter = randomise(StyleInterpreter(config(hidden=(200, 6)), feature_channels(pyramid)))
+    naive = interpreter.predict_probs_naive(pyramid, 13)
+    # 200 first-layer channels a member: members go two by two, the last one alone
+    assert (interpreter.predict_probs(pyramid, 13) - naive).abs().max() < 1e-5
 
 
 def test_factorised_inference_reads_half_precision():

@@ -429,12 +429,13 @@ def generator_info(ref: str = typer.Argument(..., help="builtin:NAME or a genera
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Folder for the workspace, dataset and report."),
     n: int = typer.Option(2000, "-n", help="Labelled samples to generate."),
+    steps: int = typer.Option(600, help="Optimisation steps of each downstream segmenter."),
     device: str = DeviceOption,
 ) -> None:
     """DatasetGAN end to end on the built-in faces generator: table + HTML report."""
     from datasetgan.demo import DemoConfig, run_demo
 
-    run_demo(out, resolve_device(device), DemoConfig(n_generate=n))
+    run_demo(out, resolve_device(device), DemoConfig(n_generate=n, segmenter_steps=steps))
 
 
 def main() -> None:

@@ -66,23 +66,47 @@ def _taps(coords: Tensor, in_size: int, out_size: int) -> tuple[Tensor, Tensor, 
     return low, high, source - low
 
 
-def sample_level(level: Tensor, images: Tensor, ys: Tensor, xs: Tensor, size: Size) -> Tensor:
-    """`[P, C]` values of `level` resized to `size`, at pixels (images, ys, xs), from 4 taps.
+def rows(level: Tensor) -> Tensor:
+    """A level's pixels as rows `[N * H * W, C]`.
 
-    Half-precision levels are read as they are and upcast after the read, so only the P
-    sampled values are ever in float32.
+    A view of a channels-last level (the layout `fit` and `workflow.synthesize_pyramids` keep)
+    or of a single image; a copy otherwise.
+    """
+    return level.permute(0, 2, 3, 1).reshape(-1, level.shape[-3])
+
+
+def bilinear_taps(images: Tensor, ys: Tensor, xs: Tensor, shape: tuple[int, int], size: Size
+                  ) -> tuple[Tensor, Tensor]:
+    """Rows and weights `[P, 4]` of the 4 bilinear taps of pixels (images, ys, xs) of a `size`
+    grid, in `rows(level)` of a level of spatial `shape`.
+
+    Each tap weighs the product of its y and x weights, as the resize weighs them, so their
+    weighted sum is the resized level up to float rounding; the 4 weights sum to one.
     """
     height, width = as_pair(size)
-    y0, y1, wy = _taps(ys, level.shape[-2], height)
-    x0, x1, wx = _taps(xs, level.shape[-1], width)
-    wy, wx = wy[:, None], wx[:, None]
+    h, w = shape
+    y0, y1, wy = _taps(ys, h, height)
+    x0, x1, wx = _taps(xs, w, width)
+    first = images * (h * w)  # the image's first row
+    top, bottom = first + y0 * w, first + y1 * w
+    indices = torch.stack([top + x0, top + x1, bottom + x0, bottom + x1], dim=1)
+    weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], dim=1)
+    return indices, weights
 
-    def at(y: Tensor, x: Tensor) -> Tensor:
-        return level[images, :, y, x].float()
 
-    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
-    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
-    return top * (1 - wy) + bottom * wy
+def sample_level(level: Tensor, images: Tensor, ys: Tensor, xs: Tensor, size: Size) -> Tensor:
+    """`[P, C]` float32 values of `level` resized to `size`, at pixels (images, ys, xs).
+
+    One embedding bag per pixel over the level's rows, its 4 bilinear taps. Rows not in
+    float32 (half precision) are read first, then upcast and summed in float32: an embedding
+    bag sums in the table's dtype, which would cost ~1e-3 in half precision.
+    """
+    indices, weights = bilinear_taps(images, ys, xs, level.shape[-2:], size)
+    table = rows(level)
+    if table.dtype != torch.float32:
+        table = table.index_select(0, indices.flatten()).float()
+        indices = torch.arange(indices.numel(), device=indices.device).view_as(indices)
+    return F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
 
 
 def gather(pyramid: Pyramid, ys: Tensor, xs: Tensor, size: Size, images: Tensor | None = None) -> Tensor:

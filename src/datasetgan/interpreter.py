@@ -5,7 +5,8 @@ pixel's hypercolumn. The M members train in parallel as one batched module (weig
 `[M, in, out]`, per-member BatchNorm statistics, the sum of per-member losses), each with its
 own initialisation, its own pixel order and its own stopping point: the same weights as M
 independent trainings. Training pixels are gathered on demand from the native-resolution
-pyramid; inference runs the first layer per level at native resolution (`_first_layer`).
+pyramid; inference projects coarse levels at native resolution before upsampling them
+(`_Plan.first_layer`) and folds the BatchNorms into the layers after them (`_FoldedHead`).
 """
 
 import json
@@ -26,7 +27,15 @@ from tqdm.auto import tqdm
 
 from datasetgan.device import resolve_device
 from datasetgan.errors import DatasetGANError
-from datasetgan.features import Pyramid, feature_channels, gather, merge_levels, resize
+from datasetgan.features import (
+    Pyramid,
+    bilinear_taps,
+    feature_channels,
+    gather,
+    merge_levels,
+    resize,
+    rows,
+)
 from datasetgan.uncertainty import image_scores, mutual_information, vote
 
 CONFIG_FILE = "config.json"
@@ -34,6 +43,10 @@ WEIGHTS_FILE = "interpreter.safetensors"
 FORMAT = "datasetgan.style_interpreter/1"
 
 _INIT, _SHUFFLE = 0, 1  # random streams of a member
+_EPS = 1e-5  # BatchNorm's
+# First-layer channels per group of members at inference: GEMMs wide enough to be efficient,
+# while the coarse levels' projections, which every band reads, stay small (40 MiB at 256 px).
+_GROUP_CHANNELS = 512
 
 
 class InterpreterConfig(BaseModel):
@@ -109,6 +122,12 @@ class _Linear(nn.Module):
     def forward(self, x: Tensor, members: slice = slice(None)) -> Tensor:
         return torch.baddbmm(self.bias[members], x, self.weight[members])
 
+    def after(self, norm: "_BatchNorm") -> tuple[Tensor, Tensor]:
+        """Weight and bias of this layer with the eval-mode `norm` before it folded in:
+        (x * scale + shift) @ W + b = x @ (scale W) + (shift @ W + b)."""
+        scale, shift = norm.affine()
+        return self.weight * scale[:, :, None], torch.baddbmm(self.bias, shift[:, None], self.weight)
+
 
 class _BatchNorm(nn.Module):
     """M BatchNorm1d layers, each with its own affine parameters and running statistics."""
@@ -130,8 +149,38 @@ class _BatchNorm(nn.Module):
             self.weight[members].reshape(-1),
             self.bias[members].reshape(-1),
             training=self.training,
+            eps=_EPS,
         )
         return y.view(b, m, f).transpose(0, 1)
+
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """Eval mode as x * scale + shift, `[M, F]` each: (x - mean) / sqrt(var + eps) * w + b."""
+        scale = self.weight * torch.rsqrt(self.running_var + _EPS)
+        return scale, self.bias - self.running_mean * scale
+
+
+class _FoldedHead(NamedTuple):
+    """`_Ensemble.head` in eval mode with each BatchNorm folded into the Linear after it.
+
+    The same function (eval-mode BatchNorm is affine), without two passes over the pixels.
+    The weights are stored transposed: the layers run feature-major, W^T @ X^T.
+    """
+
+    w2: Tensor  # [M, h2, h1]
+    b2: Tensor  # [M, h2, 1]
+    w3: Tensor  # [M, C, h2]
+    b3: Tensor  # [M, C, 1]
+
+    def probs(self, hidden: Tensor, members: slice) -> Tensor:
+        """Softmax `[m, C, P]` from the first layer's rows `[P, m * h1]` (overwritten: ReLU in place).
+
+        Feature-major, the logits come out class-major: each class is a contiguous map, as in
+        the result, and the rows of `hidden` are read as they are, transposed in BLAS.
+        """
+        w2 = self.w2[members]
+        x = hidden.relu_().view(len(hidden), len(w2), -1).permute(1, 2, 0)  # [m, h1, P], a view
+        x = torch.baddbmm(self.b2[members], w2, x).relu_()  # [m, h2, P]
+        return torch.baddbmm(self.b3[members], self.w3[members], x).softmax(1)
 
 
 class _Ensemble(nn.Module):
@@ -160,6 +209,11 @@ class _Ensemble(nn.Module):
 
     def forward(self, x: Tensor, members: slice = slice(None)) -> Tensor:
         return self.head(self.fc1(x, members), members)
+
+    def folded(self) -> _FoldedHead:
+        """The head for inference: eval-mode statistics only, never for training."""
+        folded = (*self.fc2.after(self.bn1), *self.fc3.after(self.bn2))
+        return _FoldedHead(*(t.transpose(1, 2) for t in folded))
 
 
 class _StoppingRule:
@@ -308,55 +362,35 @@ class StyleInterpreter(nn.Module):
     # ---- inference ----
 
     @torch.no_grad()
-    def predict_probs(self, pyramid: Pyramid, size: int | None = None, chunk_elements: int = 2**25) -> Tensor:
-        """Members' softmax `[M, N, C, S, S]` at feature resolution `size`, factorised.
+    def predict_probs(self, pyramid: Pyramid, size: int | None = None, chunk_elements: int = 2**20) -> Tensor:
+        """Probabilities `[M, N, C, S, S]` at feature resolution `size`, factorised.
 
-        Work is cut into groups of images and members so that the first layer's upsampled
-        output stays below about `chunk_elements` values.
+        Work is cut, image by image, into groups of members (`_GROUP_CHANNELS`) and bands of
+        pixels, so that the first layer's output holds about `chunk_elements` values at a time:
+        blocks that stay in cache and that the allocator reuses, where whole maps do neither.
+        Each image is laid out once (`_Plan`) and the folded head is built once per call.
         """
         size = self._size(size)
         levels = self._prepare(pyramid)
         self.eval()
-        cfg, n = self.config, levels[0].shape[0]
-        per_member = cfg.hidden[0] * size * size
-        members_per_chunk = max(1, min(cfg.members, chunk_elements // per_member))
-        images_per_chunk = max(1, chunk_elements // (members_per_chunk * per_member))
-        probs = torch.empty(cfg.members, n, cfg.num_classes, size, size, device=self.device)
-        for i in range(0, n, images_per_chunk):
-            part = [level[i : i + images_per_chunk] for level in levels]
-            for m in range(0, cfg.members, members_per_chunk):
-                members = slice(m, m + members_per_chunk)
-                hidden = self._first_layer(part, size, members)
-                probs[members, i : i + images_per_chunk] = self._rest(hidden, members)
+        cfg, h1 = self.config, self.config.hidden[0]
+        group = max(1, min(cfg.members, _GROUP_CHANNELS // h1))
+        band = max(1, chunk_elements // (group * h1))
+        head = self.ensemble.folded()
+        # fc1 as one [D, M * h1] matrix, member-major columns: a group of members is a view
+        kernel = self.ensemble.fc1.weight.permute(1, 0, 2).flatten(1)
+        bias = self.ensemble.fc1.bias.flatten()
+        probs = torch.empty(cfg.members, levels[0].shape[0], cfg.num_classes, size, size, device=self.device)
+        for i in range(probs.shape[1]):
+            plan = _Plan.of([level[i : i + 1] for level in levels], size)
+            out = probs[:, i].flatten(2)  # [M, C, S * S], a view
+            for m in range(0, cfg.members, group):
+                members, columns = slice(m, m + group), slice(m * h1, (m + group) * h1)
+                first_layer = plan.first_layer(kernel[:, columns], bias[columns])
+                for start in range(0, size * size, band):
+                    pixels = slice(start, start + band)
+                    out[members, :, pixels] = head.probs(first_layer(pixels), members)
         return probs
-
-    def _first_layer(self, levels: Pyramid, size: int, members: slice) -> Tensor:
-        """First linear layer of `members` for every pixel, `[n, m * h1, S, S]`, bias included.
-
-        Linear(resize(F)) == sum over levels of resize(Linear_l(F_l)) + bias, because resizing
-        is linear per channel with weights that sum to one; so each level is projected to h1
-        channels where it has fewer pixels (natively, or after resizing when it is larger than
-        S) and only h1 channels are upsampled. For the same reason the bias can ride on the
-        coarsest level, where adding it is cheapest.
-        """
-        weights = self.ensemble.fc1.weight[members].split(feature_channels(levels), dim=1)
-        bias = self.ensemble.fc1.bias[members].reshape(-1)
-        total = None
-        for index, (level, weight) in enumerate(zip(levels, weights, strict=True)):
-            kernel = weight.permute(1, 0, 2).flatten(1)  # [C_l, m * h1]
-            if level.shape[-2] * level.shape[-1] > size * size:
-                out = _project(resize(level, size), kernel, bias if index == 0 else None)
-            else:
-                out = resize(_project(level.float(), kernel, bias if index == 0 else None), size)
-            total = out if total is None else total.add_(out)
-        return total
-
-    def _rest(self, hidden: Tensor, members: slice) -> Tensor:
-        """From the first layer's maps `[n, m * h1, S, S]` to softmax `[m, n, C, S, S]`."""
-        n, channels, h, w = hidden.shape
-        m = channels // self.config.hidden[0]
-        pixels = hidden.permute(0, 2, 3, 1).reshape(n * h * w, m, -1).transpose(0, 1)
-        return _maps(self.ensemble.head(pixels, members).softmax(-1), n, h, w)
 
     @torch.no_grad()
     def predict_probs_naive(self, pyramid: Pyramid, size: int | None = None) -> Tensor:
@@ -469,12 +503,83 @@ class StyleInterpreter(nn.Module):
         return interpreter.to(resolve_device(device)).eval()
 
 
-def _project(level: Tensor, kernel: Tensor, bias: Tensor | None) -> Tensor:
-    """A 1x1 convolution `[n, C, h, w] -> [n, K, h, w]` as one matmul over the channels-last
-    view (PyTorch's CPU conv takes a slow path for this shape); the result is channels-last."""
-    pixels = level.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # a view
-    out = pixels @ kernel if bias is None else torch.addmm(bias, pixels.reshape(-1, kernel.shape[0]), kernel)
-    return out.reshape(*pixels.shape[:3], -1).permute(0, 3, 1, 2)
+class _Plan(NamedTuple):
+    """One image laid out for the factorised first layer (`first_layer`): built once, read by
+    every group of members."""
+
+    fine: list[tuple[slice, Tensor]]  # fc1 input channels, float32 rows [S * S, C] of levels at S x S
+    coarse: list[tuple[slice, Tensor]]  # the same for coarser levels, native rows [h * w, C]
+    # per pixel, rows in the coarse levels stacked and weights, [S * S, 4 per level]; None without coarse levels
+    taps: tuple[Tensor, Tensor] | None
+
+    @classmethod
+    def of(cls, levels: Pyramid, size: int) -> "_Plan":
+        """Float32 rows of every level of a one-image pyramid, and each pixel's taps in the coarse ones.
+
+        Levels with more pixels than S x S are resized to S as in the naive path (the same op,
+        the same numbers); the others stay native, read in place where their layout allows.
+        """
+        pixels = torch.arange(size * size, device=levels[0].device)
+        images, ys, xs = torch.zeros_like(pixels), pixels // size, pixels % size
+        fine, coarse, indices, weights = [], [], [], []
+        start = stacked = 0
+        for level in levels:
+            channels = slice(start, start + level.shape[1])
+            start = channels.stop
+            if level.shape[-2] * level.shape[-1] > size * size:
+                level = resize(level, size)
+            if level.shape[-2:] == (size, size):
+                fine.append((channels, rows(level).float()))
+                continue
+            coarse.append((channels, rows(level).float()))
+            level_indices, level_weights = bilinear_taps(images, ys, xs, level.shape[-2:], size)
+            indices.append(level_indices + stacked)
+            weights.append(level_weights)
+            stacked += len(coarse[-1][1])
+        taps = (torch.cat(indices, dim=1), torch.cat(weights, dim=1)) if coarse else None
+        return cls(fine, coarse, taps)
+
+    def first_layer(self, kernel: Tensor, bias: Tensor) -> Callable[[slice], Tensor]:
+        """fc1 `[D, K]` of a group of members, as a function from a band of pixels to its rows
+        `[B, K]`, bias included.
+
+        Linear(resize(F)) == sum over levels of resize(Linear_l(F_l)) + bias, because resizing
+        is linear per channel with weights that sum to one. So coarse levels are projected to
+        K channels at native resolution, once per group; a band reads its pixels' 4 bilinear
+        taps per level from them as one embedding bag, and adds the levels at S in place.
+        """
+        projected = self._project(kernel, bias) if self.taps is not None else None
+
+        def band(pixels: slice) -> Tensor:
+            total = None
+            if projected is not None:
+                indices, weights = (t[pixels] for t in self.taps)
+                total = F.embedding_bag(indices, projected, per_sample_weights=weights, mode="sum")
+            for channels, values in self.fine:
+                if total is None:
+                    total = torch.addmm(bias, values[pixels], kernel[channels])
+                else:
+                    total.addmm_(values[pixels], kernel[channels])
+            return total
+
+        return band
+
+    def _project(self, kernel: Tensor, bias: Tensor) -> Tensor:
+        """The coarse levels' share of fc1 at native resolution, stacked: `[sum of h * w, K]`.
+
+        The bias goes on the first coarse level only: every pixel's tap weights on it sum to
+        one, so it arrives exactly once.
+        """
+        out = torch.empty(sum(len(values) for _, values in self.coarse), len(bias), device=bias.device)
+        start = 0
+        for index, (channels, values) in enumerate(self.coarse):
+            part = out[start : start + len(values)]
+            if index == 0:
+                torch.addmm(bias, values, kernel[channels], out=part)
+            else:
+                torch.mm(values, kernel[channels], out=part)
+            start += len(values)
+        return out
 
 
 def _maps(probs: Tensor, n: int, h: int, w: int) -> Tensor:
