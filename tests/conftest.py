@@ -44,6 +44,16 @@ def brightness_mask(image_path: Path) -> np.ndarray:
     return np.where(grey > 140, 1, np.where(grey < 110, 2, 0)).astype(np.uint8)
 
 
+def make_workspace(root: Path, classes: str, n: int, interpreter: dict, resolution: int = 32) -> Workspace:
+    """A workspace over a random StyleGAN2 with n candidates (seeds 0..n-1)."""
+    from datasetgan.workflow import sample
+
+    generator = make_tiny_generator(root / "generator.safetensors", resolution)
+    workspace = Workspace.init(root / "ws", str(generator), parse_classes(classes), interpreter=interpreter)
+    sample(workspace, n, device="cpu")
+    return workspace
+
+
 @pytest.fixture
 def tiny_generator(tmp_path: Path) -> Path:
     return make_tiny_generator(tmp_path / "tiny.safetensors")

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from conftest import make_workspace
 from datasetgan import workflow
 from datasetgan.annotate.server import create_app
 from datasetgan.formats.masks import load_mask
-from datasetgan.generators.checkpoint import save_generator
-from datasetgan.generators.stylegan2 import StyleGAN2Generator
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.workspace import Workspace
 
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install -e '.[dev]')")
 from fastapi.testclient import TestClient  # noqa: E402  (only after the skip check)
@@ -25,16 +23,7 @@ TINY_INTERPRETER = {"members": 2, "max_epochs": 1, "min_epochs": 0, "hidden": [1
 
 
 def tiny_workspace(root: Path, n: int = 3) -> Workspace:
-    """A workspace over a random 32x32 StyleGAN2 with n candidates (seeds 0..n-1)."""
-    torch.manual_seed(0)
-    network = StyleGAN2Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=SIZE, img_channels=3,
-                                 mapping_kwargs={"num_layers": 2},
-                                 synthesis_kwargs={"channel_base": 256, "channel_max": 32})
-    save_generator(network, root / "generator.safetensors")
-    workspace = Workspace.init(root / "ws", str(root / "generator.safetensors"), parse_classes(CLASSES),
-                               interpreter=TINY_INTERPRETER)
-    workflow.sample(workspace, n, device="cpu")
-    return workspace
+    return make_workspace(root, CLASSES, n, TINY_INTERPRETER, SIZE)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

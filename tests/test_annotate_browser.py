@@ -12,16 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import uvicorn
 
+from conftest import make_workspace
 from datasetgan import workflow
 from datasetgan.annotate.server import create_app
 from datasetgan.formats.masks import IGNORE, load_mask, save_image, save_mask
-from datasetgan.generators.checkpoint import save_generator
-from datasetgan.generators.stylegan2 import StyleGAN2Generator
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.workspace import Workspace
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -38,16 +36,7 @@ TIMEOUT_MS = 60_000
 
 
 def tiny_workspace(root: Path, size: int = 32, classes: str = "background,skin,hair", n: int = 3) -> Workspace:
-    """A workspace over a random size x size StyleGAN2 with n candidates (seeds 0..n-1)."""
-    torch.manual_seed(0)
-    network = StyleGAN2Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=size, img_channels=3,
-                                 mapping_kwargs={"num_layers": 2},
-                                 synthesis_kwargs={"channel_base": 256, "channel_max": 32})
-    save_generator(network, root / "generator.safetensors")
-    workspace = Workspace.init(root / "ws", str(root / "generator.safetensors"), parse_classes(classes),
-                               interpreter=TINY_INTERPRETER)
-    workflow.sample(workspace, n, device="cpu")
-    return workspace
+    return make_workspace(root, classes, n, TINY_INTERPRETER, size)
 
 
 @contextlib.contextmanager

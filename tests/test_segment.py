@@ -1,10 +1,8 @@
 """Downstream data and training: both dataset layouts load, bad folders say what is wrong,
 and a segmenter learns a world it is shown."""
 
-import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
