@@ -62,8 +62,8 @@ def prepare_workspace(root: Path, device: torch.device) -> Workspace:
 
 def train_and_score(name: str, images: torch.Tensor, masks: torch.Tensor, test: tuple, num_classes: int,
                     cfg: DemoConfig, device: torch.device) -> SegmentationScores:
-    epochs = max(1, round(cfg.segmenter_steps * cfg.batch_size / len(images)))
     batch = min(cfg.batch_size, len(images))
+    epochs = max(1, round(cfg.segmenter_steps * batch / len(images)))  # the same steps for every set
     seg_cfg = SegmenterConfig(epochs=epochs, batch_size=batch, seed=cfg.seed)
     print(f"[demo] training the segmenter on {name}: {len(images)} images, {epochs} epochs")
     model, _ = train_segmenter(images, masks, num_classes, seg_cfg, device)
