@@ -69,7 +69,6 @@ class WorkspaceConfig(BaseModel):
     sampling: SamplingSettings = SamplingSettings()
     features: FeatureSettings = FeatureSettings()
     interpreter: dict = Field(default_factory=dict, description="InterpreterConfig overrides")
-    generation: dict = Field(default_factory=dict, description="generation defaults")
 
     @field_validator("classes")
     @classmethod
