@@ -88,3 +88,9 @@ def test_train_without_annotations_says_what_to_do(tmp_path, tiny_generator):
     workspace = Workspace.init(tmp_path / "empty", str(tiny_generator), parse_classes("a,b"))
     with pytest.raises(DatasetGANError, match="no annotations"):
         workflow.train(workspace, device="cpu", progress=False)
+
+
+def test_a_typo_in_the_interpreter_settings_is_a_clear_error(annotated_workspace):
+    annotated_workspace.config.interpreter["membres"] = 4
+    with pytest.raises(DatasetGANError, match="interpreter.*settings.*membres"):
+        workflow.train(annotated_workspace, device="cpu", progress=False)

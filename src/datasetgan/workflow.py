@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import ValidationError
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.features import merge_levels
@@ -130,8 +131,11 @@ def train(workspace: Workspace, device: str | torch.device = "auto", progress: b
         dropped += n
     dtype = workspace.config.features.storage_dtype(generator.resolution)
     pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype)
-    config = InterpreterConfig(num_classes=workspace.num_classes,
-                               **{**workspace.config.interpreter, "feature_resolution": size})
+    try:
+        config = InterpreterConfig(num_classes=workspace.num_classes,
+                                   **{**workspace.config.interpreter, "feature_resolution": size})
+    except ValidationError as exc:
+        raise DatasetGANError(f"invalid `interpreter` settings in {workspace.root}/datasetgan.yaml: {exc}") from exc
     interpreter = StyleInterpreter(config, generator.feature_channels).to(generator.device)
     history = interpreter.fit(pyramid, torch.stack(masks), progress=progress)
     interpreter.save(workspace.interpreter_dir)
