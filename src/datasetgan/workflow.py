@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import ValidationError
 
-from datasetgan.errors import DatasetGANError
+from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.features import merge_levels
 from datasetgan.formats.masks import IGNORE, load_mask
 from datasetgan.generators.base import Generator
@@ -135,7 +135,8 @@ def train(workspace: Workspace, device: str | torch.device = "auto", progress: b
         config = InterpreterConfig(num_classes=workspace.num_classes,
                                    **{**workspace.config.interpreter, "feature_resolution": size})
     except ValidationError as exc:
-        raise DatasetGANError(f"invalid `interpreter` settings in {workspace.root}/datasetgan.yaml: {exc}") from exc
+        raise DatasetGANError(
+            f"invalid `interpreter` settings in {workspace.root}/datasetgan.yaml: {summarize(exc)}") from exc
     interpreter = StyleInterpreter(config, generator.feature_channels).to(generator.device)
     history = interpreter.fit(pyramid, torch.stack(masks), progress=progress)
     interpreter.save(workspace.interpreter_dir)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from datasetgan.errors import DatasetGANError
+from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.fileio import atomic_write
 from datasetgan.formats.masks import save_image
 from datasetgan.worlds import LabelClass, get_world
@@ -117,7 +117,7 @@ class Workspace:
         try:
             config = WorkspaceConfig(generator=generator, classes=list(classes), **settings)
         except ValidationError as exc:
-            raise DatasetGANError(f"invalid workspace settings: {exc}") from exc
+            raise DatasetGANError(f"invalid workspace settings: {summarize(exc)}") from exc
         workspace = cls(root, config)
         try:
             for folder in (workspace.candidates_dir, workspace.annotations_dir, workspace.datasets_dir):
@@ -134,8 +134,10 @@ class Workspace:
             raise DatasetGANError(f"{root} is not a workspace (no {CONFIG_NAME}): create one with `datasetgan init`")
         try:
             config = WorkspaceConfig.model_validate(yaml.safe_load(path.read_text()))
-        except (yaml.YAMLError, ValidationError) as exc:
-            raise DatasetGANError(f"{path} is invalid: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise DatasetGANError(f"{path} is not valid YAML: {exc}") from exc
+        except ValidationError as exc:
+            raise DatasetGANError(f"{path} is invalid: {summarize(exc)}") from exc
         return cls(root, config)
 
     def save_config(self) -> None:
