@@ -5,10 +5,10 @@ The floor is the distance between two disjoint sets of world images of the same 
 a generator cannot be told apart from the world below it.
 """
 
-import numpy as np
 import torch
 from torch import nn
 
+from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.segment.models import normalize
 from datasetgan.worlds.oracle import render_split
@@ -39,7 +39,7 @@ def generate_uint8(G: StyleGAN2Generator, seeds: range, device: torch.device, ba
     out = []
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
-        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in chunk])).float().to(device)
+        z = zs_from_seeds(chunk, G.z_dim).to(device)
         images = G.synthesis(G.mapping(z, None), noise_mode="const")
         out.append((images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu())
     return torch.cat(out)

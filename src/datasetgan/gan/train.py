@@ -32,6 +32,7 @@ from datasetgan.formats.masks import save_image
 from datasetgan.gan.augment import check_policy, diff_augment
 from datasetgan.gan.discriminator import Discriminator
 from datasetgan.generators.checkpoint import save_generator
+from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.viz import grid
 
@@ -218,7 +219,7 @@ def read_checkpoint_config(path: Path) -> GANConfig:
 
 @torch.no_grad()
 def sample_grid(G: StyleGAN2Generator, device: torch.device, seeds=SAMPLE_SEEDS, columns: int = 8) -> np.ndarray:
-    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float().to(device)
+    z = zs_from_seeds(seeds, G.z_dim).to(device)
     images = G.synthesis(G.mapping(z, None), noise_mode="const")
     tiles = (images.clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return grid(list(tiles), columns)

@@ -13,6 +13,11 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 
+def zs_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """z per seed as NVIDIA's gen_images.py draws it: float32 [N, z_dim] on the CPU."""
+    return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds])).float()
+
+
 class Generator:
     """A StyleGAN2 network ready for DatasetGAN: fixed noise, eval mode, one device.
 
@@ -45,8 +50,7 @@ class Generator:
 
     def zs_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
         """z per seed as NVIDIA's gen_images.py draws it, so a seed names the same image there."""
-        zs = [np.random.RandomState(int(seed)).randn(self.z_dim) for seed in seeds]
-        return torch.from_numpy(np.stack(zs)).to(device=self.device, dtype=torch.float32)
+        return zs_from_seeds(seeds, self.z_dim).to(self.device)
 
     @torch.no_grad()
     def ws_from_seeds(
