@@ -62,7 +62,7 @@ def test_redoing_an_unfinished_batch_restores_identical_files(trained):
 def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(trained):
     script = (
         "import sys; from datasetgan import factory; from datasetgan.workspace import Workspace; "
-        "factory.generate(Workspace.open(sys.argv[1]), 'killed', 40, batch_size=2, device='cpu', progress=False)"
+        "factory.generate(Workspace.open(sys.argv[1]), 'killed', 120, batch_size=2, device='cpu', progress=False)"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(trained.root)])
     parts = trained.datasets_dir / "killed" / "parts"
@@ -72,11 +72,11 @@ def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(trained):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (trained.datasets_dir / "killed" / "manifest.jsonl").exists(), "killed too late to test a resume"
-    folder = factory.generate(trained, "killed", 40, batch_size=2, device="cpu", progress=False)
-    reference = factory.generate(trained, "straight", 40, batch_size=2, device="cpu", progress=False)
+    folder = factory.generate(trained, "killed", 120, batch_size=2, device="cpu", progress=False)
+    reference = factory.generate(trained, "straight", 120, batch_size=2, device="cpu", progress=False)
     assert files(folder) == files(reference)
     seeds = [r["seed"] for r in factory.read_manifest(folder, kept_only=False)]
-    assert seeds == list(range(40))  # no duplicates, no gaps
+    assert seeds == list(range(120))  # no duplicates, no gaps
     assert not list(folder.rglob("*.tmp"))
 
 
