@@ -25,7 +25,7 @@ from PIL import Image
 from datasetgan import factory, workflow
 from datasetgan.formats.masks import load_mask, save_image
 from datasetgan.metrics import SegmentationScores
-from datasetgan.segment.data import load_labelled
+from datasetgan.segment.data import check_same_classes, load_labelled
 from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
 from datasetgan.viz import grid, heatmap, overlay
 from datasetgan.workspace import Workspace, parse_classes
@@ -120,7 +120,8 @@ def run_demo(out: Path, device: torch.device, cfg: DemoConfig = DemoConfig()) ->
                                drop_uncertain=cfg.drop_uncertain, device=device)
     classes = workspace.label_classes
     test = render_split(WORLD, "real_test", cfg.n_test, 64)
-    synthetic_images, synthetic_masks, _ = load_labelled(dataset)
+    synthetic_images, synthetic_masks, synthetic_classes = load_labelled(dataset)
+    check_same_classes(synthetic_classes, classes, str(dataset), f"the {WORLD} world")
     real_images, real_masks = render_split(WORLD, "real_train", 16, 64)
     rows = {
         f"DatasetGAN ({len(synthetic_images)} synthetic from 16 annotated)":

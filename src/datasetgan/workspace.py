@@ -5,7 +5,6 @@
     DIR/annotations/        NNNNNN.png index masks (0..C-1, 255 = ignore)
     DIR/interpreter/        the trained style interpreter
     DIR/datasets/NAME/      generated datasets
-    DIR/runs/               downstream training runs
 
 A candidate's id is its seed, zero-padded to six digits: the image, its w latent and its
 annotation are tied together by that id, and the generator reproduces the image from it.
@@ -161,10 +160,6 @@ class Workspace:
     @property
     def datasets_dir(self) -> Path:
         return self.root / "datasets"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
 
     @property
     def latents_path(self) -> Path:
