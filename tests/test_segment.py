@@ -1,16 +1,23 @@
 """Downstream data and training: both dataset layouts load, bad folders say what is wrong,
 and a segmenter learns a world it is shown."""
 
+import json
 import shutil
 
 import pytest
 import torch
+from torchvision import models as tv_models
 
 from datasetgan import factory, workflow
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import prepare_output, write_classes, write_pairs
-from datasetgan.segment.data import check_same_classes, load_labelled
-from datasetgan.segment.train import SegmenterConfig, evaluate, load_segmenter, save_segmenter, train_segmenter
+from datasetgan.metrics import scores_from_confusion
+from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
+from datasetgan.segment.evaluate import cross_validate, make_folds, per_image_confusion
+from datasetgan.segment.models import build_segmenter, cached_weights_path
+from datasetgan.segment.runs import split_indices
+from datasetgan.segment.train import (SegmenterConfig, evaluate, load_segmenter, read_segmenter_info, save_segmenter,
+                                      train_segmenter)
 from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import render_split
 
@@ -80,3 +87,115 @@ def test_segmenter_learns_the_world_and_round_trips(tmp_path):
     loaded, info = load_segmenter(path, CPU)
     assert info["architecture"] == "unet-resnet18"
     assert evaluate(loaded, images, labels, 10, CPU).miou == pytest.approx(scores.miou)
+
+
+# --- k-fold checkpoint selection, on hand-made per-image confusion stacks -------------------------
+
+PERFECT = torch.tensor([[10, 0, 0], [0, 10, 0], [0, 0, 0]])  # class 2 never appears: left out of mIoU
+HALF = torch.tensor([[5, 5, 0], [5, 5, 0], [0, 0, 0]])
+BEST_FOR = [0, 0, 1, 1, 2, 2, 0, 1, 1, 1]  # the checkpoint that segments image i perfectly
+
+
+def hand_made_stack() -> torch.Tensor:
+    """[3 checkpoints, 10 images, 3, 3]: checkpoint k is perfect on the images BEST_FOR gives it, half right
+    on the others."""
+    return torch.stack([torch.stack([PERFECT if BEST_FOR[i] == k else HALF for i in range(10)]) for k in range(3)])
+
+
+def miou_of(perfect: int, half: int) -> float:
+    """mIoU of `perfect` PERFECT images plus `half` HALF ones: both classes have IoU (10p+5h)/(10p+15h)."""
+    return (2 * perfect + half) / (2 * perfect + 3 * half)
+
+
+def test_each_fold_picks_its_best_checkpoint_and_scores_it_on_the_rest():
+    folds = [torch.tensor([2 * f, 2 * f + 1]) for f in range(5)]
+    results = cross_validate(hand_made_stack(), folds)
+    assert [r.checkpoint for r in results] == [0, 1, 2, 0, 1]  # fold 4 is a tie: the earliest checkpoint wins
+    assert [r.selection_miou for r in results] == pytest.approx([1, 1, 1, miou_of(1, 1), 1])
+    # Scored on the other 8 images: the chosen checkpoint is perfect on those of them BEST_FOR gives it.
+    expected = [miou_of(1, 7), miou_of(3, 5), miou_of(0, 8), miou_of(2, 6), miou_of(3, 5)]
+    assert [r.scores.miou for r in results] == pytest.approx(expected)
+    assert all(r.scores.iou[2] != r.scores.iou[2] for r in results)  # absent class: NaN, not 0
+    for fold, result in zip(folds, results):
+        assert torch.equal(result.selected_on, fold)
+        assert sorted(result.scored_on.tolist()) == sorted(set(range(10)) - set(fold.tolist()))
+        assert torch.equal(result.confusion, hand_made_stack()[result.checkpoint, result.scored_on].sum(0))
+
+
+def test_folds_partition_the_images_reproducibly():
+    folds = make_folds(11, 5, seed=3)
+    assert sorted(torch.cat(folds).tolist()) == list(range(11))
+    assert sorted(len(f) for f in folds) == [2, 2, 2, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(folds, make_folds(11, 5, seed=3)))
+    assert not all(torch.equal(a, b) for a, b in zip(folds, make_folds(11, 5, seed=4)))
+    for k in (1, 12):
+        with pytest.raises(DatasetGANError, match="--folds must be between 2 and the number of test images"):
+            make_folds(11, k, seed=0)
+
+
+def test_per_image_confusions_sum_to_the_dataset_confusion(tmp_path):
+    images, labels = render_split("faces", "real_test", 5, 32)
+    model = build_segmenter("unet-resnet18", 10).eval()
+    stack = per_image_confusion(model, images, labels, 10, CPU, batch_size=2)
+    assert stack.shape == (5, 10, 10)
+    assert stack.sum((1, 2)).tolist() == [32 * 32] * 5
+    assert evaluate(model, images, labels, 10, CPU).miou == pytest.approx(scores_from_confusion(stack.sum(0)).miou)
+
+
+# --- training hooks, splits and checkpoints -----------------------------------------------------
+
+def test_the_epoch_callback_sees_every_epoch_without_changing_training():
+    images, labels = render_split("faces", "real_train", 6, 32)
+    cfg = SegmenterConfig(epochs=2, batch_size=3)
+    plain, plain_history = train_segmenter(images, labels, 10, cfg, CPU, progress=False)
+    seen = []
+
+    def validate(epoch, model, loss):
+        seen.append((epoch, loss))
+        return {"val_mIoU": evaluate(model, images, labels, 10, CPU).miou}
+
+    watched, history = train_segmenter(images, labels, 10, cfg, CPU, progress=False, on_epoch=validate)
+    assert seen == list(zip([1, 2], history)) and history == plain_history
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), watched.state_dict().values()))
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    train, val = split_indices(20, 0.1, seed=0)
+    assert len(val) == 2 and sorted(torch.cat([train, val]).tolist()) == list(range(20))
+    assert torch.equal(val, split_indices(20, 0.1, seed=0)[1])
+    assert len(split_indices(5, 0.01, seed=0)[1]) == 1  # a fraction above 0 always holds one out
+    assert len(split_indices(5, 0.0, seed=0)[1]) == 0
+
+
+def test_only_segmenter_checkpoints_are_read(tmp_path, tiny_generator):
+    with pytest.raises(DatasetGANError, match="not a datasetgan segmenter checkpoint"):
+        read_segmenter_info(tiny_generator)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("not weights")
+    with pytest.raises(DatasetGANError, match="not a datasetgan segmenter checkpoint"):
+        load_segmenter(text, CPU)
+
+
+def test_pretrained_backbones_come_only_from_the_torch_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(DatasetGANError, match="never downloaded"):
+        build_segmenter("unet-resnet18", 3, pretrained=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        imagenet = tv_models.resnet18().state_dict()
+    cached = cached_weights_path(tv_models.ResNet18_Weights.DEFAULT)
+    cached.parent.mkdir(parents=True)
+    torch.save(imagenet, cached)  # torchvision's own cache format, where it would have downloaded to
+    model = build_segmenter("unet-resnet18", 3, pretrained=True)
+    assert torch.equal(model.layer3[0].conv1.weight, imagenet["layer3.0.conv1.weight"])
+
+
+def test_names_follow_the_loading_order_and_a_manifest_must_match_its_files(tmp_path):
+    folder, _, _ = world_folder(tmp_path)
+    assert labelled_names(folder) == [f"{i:03d}" for i in range(6)]
+    (folder / "manifest.jsonl").write_text("".join(
+        json.dumps({"name": f"{i:03d}", "kept": i != 1}) + "\n" for i in range(6)))
+    assert labelled_names(folder) == ["000", "002", "003", "004", "005"]
+    (folder / "masks" / "003.png").unlink()
+    with pytest.raises(DatasetGANError, match="listed in .* are missing"):
+        load_labelled(folder)

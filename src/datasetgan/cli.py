@@ -14,10 +14,13 @@ world_app = typer.Typer(help="The procedural worlds: exact ground truth for trai
 oracle_app = typer.Typer(help="The world oracle: a segmenter fitted on thousands of world images.", no_args_is_help=True)
 gan_app = typer.Typer(help="Train a StyleGAN2 on a world or a folder of images.", no_args_is_help=True)
 generator_app = typer.Typer(help="Inspect and sample generators.", no_args_is_help=True)
+segment_app = typer.Typer(help="Train a downstream segmenter and test it on real labelled images.",
+                          no_args_is_help=True)
 app.add_typer(world_app, name="world")
 world_app.add_typer(oracle_app, name="oracle")
 app.add_typer(gan_app, name="gan")
 app.add_typer(generator_app, name="generator")
+app.add_typer(segment_app, name="segment")
 
 DeviceOption = typer.Option("auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N].")
 
@@ -110,7 +113,11 @@ def oracle_train(
 ) -> None:
     """Fit the world oracle and report its mIoU on the real test split."""
     from datasetgan.worlds import get_world
-    from datasetgan.worlds.oracle import ORACLE_CONFIG, builtin_oracle_path, train_oracle
+    from datasetgan.worlds.oracle import (
+        ORACLE_CONFIG,
+        builtin_oracle_path,
+        train_oracle,
+    )
 
     check_resolution(resolution)
     out = out or builtin_oracle_path(world, resolution)
@@ -149,10 +156,9 @@ def oracle_annotate(
     device: str = DeviceOption,
 ) -> None:
     """Annotate every unannotated candidate with the oracle (a stand-in for a person)."""
+    from datasetgan.workflow import open_generator
     from datasetgan.workspace import Workspace
     from datasetgan.worlds.oracle import annotate_candidates, load_oracle
-
-    from datasetgan.workflow import open_generator
 
     workspace = Workspace.open(directory)
     todo = sorted(set(workspace.candidate_ids()) - set(workspace.annotated_ids()))
@@ -423,6 +429,71 @@ def generator_info(ref: str = typer.Argument(..., help="builtin:NAME or a genera
     from datasetgan.generators.registry import load_network_ref
 
     typer.echo(json.dumps(describe(load_network_ref(ref)), indent=2))
+
+
+@segment_app.command("train")
+def segment_train(
+    data: Path = typer.Argument(..., help="A generated dataset (its kept samples) or a folder of images/, masks/ "
+                                          "and classes.json."),
+    out: Path = typer.Option(..., help="New run folder: config.json, log.jsonl, epoch-NNN.safetensors, "
+                                       "best.safetensors."),
+    arch: str = typer.Option("unet-resnet18", help="unet-resnet18 (light, CPU), deeplabv3-resnet101 (the paper's), "
+                                                   "deeplabv3-mobilenet or lraspp-mobilenet."),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3, help="Adam's learning rate (cosine decay to 0)."),
+    seed: int = typer.Option(0, help="Seeds initialisation, order, augmentation and the validation split."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Start from torchvision's ImageNet backbone, "
+                                                                "if cached in TORCH_HOME (never downloaded)."),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip", help="Random horizontal flips (off for classes such as "
+                                                                "left eye / right eye)."),
+    val: Path = typer.Option(None, help="A separate labelled folder to validate on (same classes)."),
+    val_fraction: float = typer.Option(None, help="Seeded fraction of DATA held out for validation (default 0.1 "
+                                                  "without --val; 0: none, best = last epoch)."),
+    device: str = DeviceOption,
+) -> None:
+    """Train a segmenter: validation mIoU and a checkpoint after every epoch."""
+    from pydantic import ValidationError
+
+    from datasetgan.errors import summarize
+    from datasetgan.segment.runs import train_run
+    from datasetgan.segment.train import SegmenterConfig
+
+    try:
+        cfg = SegmenterConfig(architecture=arch, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip,
+                              pretrained=pretrained, seed=seed)
+    except ValidationError as exc:
+        raise DatasetGANError(summarize(exc)) from exc
+    summary = train_run(data, out, cfg, resolve_device(device), val, val_fraction)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@segment_app.command("eval")
+def segment_eval(
+    source: Path = typer.Argument(..., help="A segmenter checkpoint, or a run folder: its best.safetensors, or "
+                                            "with --folds all its epoch checkpoints."),
+    test_data: Path = typer.Argument(..., help="Real labelled images: images/, masks/, classes.json."),
+    out: Path = typer.Option(..., help="Report folder: report.json and confusion.png."),
+    folds: int = typer.Option(None, help="The paper's protocol: k seeded folds of the test images; each fold picks "
+                                         "the checkpoint best on it, which is scored on the other folds."),
+    seed: int = typer.Option(0, help="Seed of the fold split."),
+    batch_size: int = typer.Option(64),
+    device: str = DeviceOption,
+) -> None:
+    """Score a segmenter on real labelled images: mIoU, per-class IoU, pixel accuracy, confusion matrix."""
+    from datasetgan.fileio import writable_folder
+    from datasetgan.segment.evaluate import (
+        format_report,
+        prepare_evaluation,
+        run_evaluation,
+        write_report,
+    )
+
+    evaluation = prepare_evaluation(source, test_data, folds, seed)
+    writable_folder(out, "report folder")  # before the models run, so that a long evaluation cannot fail at its end
+    report, confusion = run_evaluation(evaluation, resolve_device(device), batch_size)
+    typer.echo(format_report(report))
+    typer.echo(f"wrote {write_report(out, report, confusion)} and confusion.png")
 
 
 @app.command("demo")

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import write_classes
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import atomic_write, save_tensors
 from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.workflow import label_ws, open_generator, open_interpreter
 from datasetgan.workspace import Workspace
@@ -97,7 +96,7 @@ def write_batch(folder: Path, batch: range, images: torch.Tensor, ws: torch.Tens
         save_image(folder / "uncertainty" / f"{name}.png", np.repeat(uncertainty[i, :, :, None].cpu().numpy(), 3, 2))
     latents = folder / "latents" / f"{batch_name(batch)}.safetensors"
     tensors = {"seeds": torch.tensor(list(batch)), "ws": ws.float().cpu().contiguous()}
-    atomic_write(latents, lambda tmp: save_file(tensors, tmp))
+    save_tensors(latents, tensors)
     records = [{"name": name, "seed": seed, "w": f"latents/{latents.name}", "w_index": i,
                 "score": float(labels.scores[i])} for i, (name, seed) in enumerate(zip(names, batch))]
     text = "".join(json.dumps(r) + "\n" for r in records)

@@ -1,9 +1,12 @@
 """Writing files so that a crash or a concurrent reader never sees half of one."""
 
+import json
 import os
 import uuid
 from pathlib import Path
 from typing import Callable
+
+from datasetgan.errors import DatasetGANError
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
@@ -19,3 +22,35 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def writable_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Create `folder` and prove it can be written now, not at the end of a long job."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DatasetGANError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, atomically, and the same bytes for the same tensors and metadata.
+
+    safetensors writes its metadata in hash-map order, which changes from process to process;
+    the header is rewritten with sorted keys and padded to its old length, so offsets stay valid.
+    """
+    from safetensors.torch import save  # torch only where tensors are written
+
+    data = save(tensors, metadata=metadata)
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) <= length:  # always so: the same keys and values, only their order differs
+        data = data[:8] + text.ljust(length) + data[8 + length :]
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -36,6 +36,7 @@ from datasetgan.features import (
     resize,
     rows,
 )
+from datasetgan.fileio import save_tensors
 from datasetgan.uncertainty import image_scores, mutual_information, vote
 
 CONFIG_FILE = "config.json"
@@ -474,7 +475,7 @@ class StyleInterpreter(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+        save_tensors(directory / WEIGHTS_FILE, tensors, {"format": FORMAT})
         meta = {"format": FORMAT, "config": self.config.model_dump(), "level_channels": self.level_channels}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -19,10 +19,9 @@ import torch
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from datasetgan.errors import DatasetGANError, summarize
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import atomic_write, save_tensors
 from datasetgan.formats.masks import save_image
 from datasetgan.worlds import LabelClass, get_world
 
@@ -223,5 +222,5 @@ class Workspace:
         all_ws = new_ws if old_ws is None else torch.cat([old_ws, new_ws])
         tensors = {"seeds": torch.tensor(all_seeds, dtype=torch.int64), "ws": all_ws.contiguous()}
         meta = {"generator": self.config.generator, "psi": str(self.config.sampling.psi)}
-        atomic_write(self.latents_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        save_tensors(self.latents_path, tensors, meta)
         return [candidate_id(seeds[i]) for i in fresh]

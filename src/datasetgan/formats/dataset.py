@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import atomic_write, writable_folder
 from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.worlds import LabelClass
 
@@ -20,15 +20,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 def prepare_output(folder: str | Path) -> Path:
     """Create the folder (and images/, masks/) or say clearly why it cannot be written."""
-    folder = Path(folder)
-    try:
-        for sub in ("images", "masks"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DatasetGANError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from exc
+    folder = writable_folder(folder)
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(exist_ok=True)
     return folder
 
 

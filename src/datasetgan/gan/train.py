@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import save_tensors
 from datasetgan.formats.masks import save_image
 from datasetgan.gan.augment import check_policy, diff_augment
 from datasetgan.gan.discriminator import Discriminator
-from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.base import zs_from_seeds
+from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.viz import grid
 
@@ -188,7 +188,7 @@ class Trainer:
         meta = {"config": self.cfg.model_dump_json(), "step": str(self.step_index), "seconds": f"{self.seconds:.1f}",
                 "format": "datasetgan.gan-checkpoint"}
         tensors = self.state_tensors()
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        save_tensors(path, tensors, meta)
 
     def load(self, path: Path) -> None:
         tensors = load_file(path, device="cpu")

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import save_tensors
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 FORMAT = "datasetgan.stylegan2"
@@ -20,7 +19,7 @@ def save_generator(network: StyleGAN2Generator, path: str | Path) -> None:
     """Write the state dict and `init_kwargs`, enough to rebuild the network exactly."""
     state = {name: t.detach().to("cpu").contiguous() for name, t in network.state_dict().items()}
     metadata = {"format": FORMAT, "init_kwargs": json.dumps(network.init_kwargs)}
-    atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=metadata))
+    save_tensors(path, state, metadata)
 
 
 def load_network(path: str | Path) -> StyleGAN2Generator:

@@ -7,6 +7,7 @@ real test set.
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,11 +20,32 @@ from datasetgan.worlds import LabelClass
 
 
 def pairs_of(folder: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) paths: a generated dataset's kept samples, else every pair of a plain folder."""
     manifest = folder / "manifest.jsonl"
     if not manifest.is_file():
         return list_pairs(folder)
-    records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    return [(folder / "images" / f"{r['name']}.png", folder / "masks" / f"{r['name']}.png") for r in records if r["kept"]]
+    try:
+        names = [r["name"] for r in map(json.loads, manifest.read_text().splitlines()) if r["kept"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetGANError(f"{manifest}: not a datasetgan manifest ({exc})") from exc
+    pairs = [(folder / "images" / f"{n}.png", folder / "masks" / f"{n}.png") for n in names]
+    missing = [path for pair in pairs for path in pair if not path.is_file()]
+    if missing:
+        raise DatasetGANError(f"{len(missing)} file(s) listed in {manifest} are missing (first: {missing[0]})")
+    return pairs
+
+
+def labelled_names(folder: str | Path) -> list[str]:
+    """The sample names (file stems) in the order load_labelled returns them."""
+    return [image.stem for image, _ in pairs_of(Path(folder))]
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise DatasetGANError(f"{path}: cannot read image ({exc})") from exc
 
 
 def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[LabelClass]]:
@@ -37,7 +59,7 @@ def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[
         raise DatasetGANError(f"{folder} holds no labelled images")
     images, masks = [], []
     for image_path, mask_path in pairs:
-        image = np.asarray(Image.open(image_path).convert("RGB"))
+        image = read_image(image_path)
         mask = load_mask(mask_path)
         if mask.shape != image.shape[:2]:
             raise DatasetGANError(f"{mask_path}: mask size {mask.shape[::-1]} differs from its image {image.shape[1::-1]}")
@@ -53,9 +75,10 @@ def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks_array), classes
 
 
-def check_same_classes(train: list[LabelClass], test: list[LabelClass], train_name: str, test_name: str) -> None:
-    """A segmenter trained on one class list cannot be scored against another."""
-    a, b = [c.name for c in train], [c.name for c in test]
+def check_same_classes(train: Sequence[LabelClass | str], test: Sequence[LabelClass | str], train_name: str,
+                       test_name: str) -> None:
+    """A segmenter trained on one class list cannot be scored against another (classes or their names)."""
+    a, b = ([c if isinstance(c, str) else c.name for c in side] for side in (train, test))
     if a != b:
         raise DatasetGANError(f"class lists differ: {train_name} has {a}, {test_name} has {b}; "
                               "they must match in names and order")

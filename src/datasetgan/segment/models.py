@@ -9,6 +9,9 @@ Every model maps uint8-range images normalised by `normalize` to logits [N, C, H
 `pretrained=True` uses torchvision's cached ImageNet backbone weights (never downloaded here).
 """
 
+from pathlib import Path
+from urllib.parse import urlparse
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,9 +42,9 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class ResNetUNet(nn.Module):
     """ResNet-18 encoder (stem, layer1-3) with a U-Net decoder back to full resolution."""
 
-    def __init__(self, num_classes: int, pretrained: bool = False):
+    def __init__(self, num_classes: int, backbone_weights: models.WeightsEnum | None = None):
         super().__init__()
-        resnet = models.resnet18(weights=models.ResNet18_Weights.DEFAULT if pretrained else None)
+        resnet = models.resnet18(weights=backbone_weights)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu)  # 1/2, 64 ch
         self.layer1 = nn.Sequential(resnet.maxpool, resnet.layer1)  # 1/4, 64 ch
         self.layer2, self.layer3 = resnet.layer2, resnet.layer3  # 1/8 128 ch, 1/16 256 ch
@@ -81,25 +84,44 @@ class TorchvisionSegmenter(nn.Module):
         return self.net(x)["out"]
 
 
-def _torchvision(builder, backbone_weights):
-    def build(num_classes: int, pretrained: bool) -> nn.Module:
-        net = builder(weights=None, weights_backbone=backbone_weights if pretrained else None,
-                      num_classes=num_classes)
-        return TorchvisionSegmenter(net)
+def _torchvision(builder):
+    def build(num_classes: int, backbone_weights: models.WeightsEnum | None) -> nn.Module:
+        return TorchvisionSegmenter(builder(weights=None, weights_backbone=backbone_weights, num_classes=num_classes))
 
     return build
 
 
 ARCHITECTURES = {
     "unet-resnet18": ResNetUNet,
-    "deeplabv3-resnet101": _torchvision(segmentation.deeplabv3_resnet101, models.ResNet101_Weights.DEFAULT),
-    "deeplabv3-mobilenet": _torchvision(segmentation.deeplabv3_mobilenet_v3_large,
-                                        models.MobileNet_V3_Large_Weights.DEFAULT),
-    "lraspp-mobilenet": _torchvision(segmentation.lraspp_mobilenet_v3_large, models.MobileNet_V3_Large_Weights.DEFAULT),
+    "deeplabv3-resnet101": _torchvision(segmentation.deeplabv3_resnet101),
+    "deeplabv3-mobilenet": _torchvision(segmentation.deeplabv3_mobilenet_v3_large),
+    "lraspp-mobilenet": _torchvision(segmentation.lraspp_mobilenet_v3_large),
+}
+BACKBONE_WEIGHTS = {
+    "unet-resnet18": models.ResNet18_Weights.DEFAULT,
+    "deeplabv3-resnet101": models.ResNet101_Weights.DEFAULT,
+    "deeplabv3-mobilenet": models.MobileNet_V3_Large_Weights.DEFAULT,
+    "lraspp-mobilenet": models.MobileNet_V3_Large_Weights.DEFAULT,
 }
 
 
-def build_segmenter(architecture: str, num_classes: int, pretrained: bool = False) -> nn.Module:
+def cached_weights_path(weights: models.WeightsEnum) -> Path:
+    """Where torchvision keeps (and first looks for) a weights file: TORCH_HOME/hub/checkpoints/."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def check_architecture(architecture: str, pretrained: bool = False) -> None:
+    """Fail before any work if the name is unknown or pretrained weights would have to be downloaded."""
     if architecture not in ARCHITECTURES:
         raise DatasetGANError(f"unknown segmenter {architecture!r}: choose from {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture](num_classes=num_classes, pretrained=pretrained)
+    path = cached_weights_path(BACKBONE_WEIGHTS[architecture])
+    if pretrained and not path.is_file():  # torchvision would download it: refuse first
+        raise DatasetGANError(f"--pretrained needs torchvision's ImageNet weights for {architecture} at {path}, "
+                              "which is not there and is never downloaded here: copy the file there "
+                              "(or set TORCH_HOME), or train without --pretrained")
+
+
+def build_segmenter(architecture: str, num_classes: int, pretrained: bool = False) -> nn.Module:
+    check_architecture(architecture, pretrained)
+    weights = BACKBONE_WEIGHTS[architecture] if pretrained else None
+    return ARCHITECTURES[architecture](num_classes=num_classes, backbone_weights=weights)

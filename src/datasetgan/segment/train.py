@@ -1,22 +1,24 @@
 """Training and applying a downstream segmenter on labelled images held in memory.
 
 A loop you can read in one screen: seeded shuffles and augmentations (horizontal flip,
-small shifts), Adam with cosine decay, cross-entropy that skips ignore pixels.
+small shifts), Adam with cosine decay, cross-entropy that skips ignore pixels. An optional
+per-epoch callback sees the model after each epoch (validation, checkpoints: segment/runs.py).
 """
 
 import json
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, Field
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import save_tensors
 from datasetgan.formats.masks import IGNORE
 from datasetgan.metrics import ConfusionMeter, SegmentationScores
 from datasetgan.segment.models import build_segmenter, normalize
@@ -24,10 +26,10 @@ from datasetgan.segment.models import build_segmenter, normalize
 
 class SegmenterConfig(BaseModel):
     architecture: str = "unet-resnet18"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    max_shift: int = 4  # pixels of random translation (0 disables)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    max_shift: int = Field(4, ge=0)  # pixels of random translation (0 disables)
     hflip: bool = True  # only for classes without a left/right meaning
     pretrained: bool = False
     seed: int = 0
@@ -48,36 +50,56 @@ def augment(images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig, rng
     return images, masks
 
 
+EpochCallback = Callable[[int, nn.Module, float], dict[str, float] | None]
+
+
 def train_segmenter(images: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg: SegmenterConfig,
-                    device: torch.device, progress: bool = True) -> tuple[nn.Module, list[float]]:
-    """images uint8 [N,3,H,W], masks uint8 [N,H,W] (255 = ignore) -> trained model, loss per epoch."""
+                    device: torch.device, progress: bool = True,
+                    on_epoch: EpochCallback | None = None) -> tuple[nn.Module, list[float]]:
+    """images uint8 [N,3,H,W], masks uint8 [N,H,W] (255 = ignore) -> trained model, loss per epoch.
+
+    on_epoch(epoch, model, loss), epoch counted from 1, runs after each epoch; the numbers it
+    returns (e.g. validation mIoU) are shown on the progress bar.
+    """
     if len(images) == 0:
         raise DatasetGANError("no training images: the dataset is empty")
-    with torch.random.fork_rng(devices=[]):
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # seeds initialisation and dropout alike
         torch.manual_seed(cfg.seed)
-        model = build_segmenter(cfg.architecture, num_classes, cfg.pretrained).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
-    rng = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    bar = tqdm(range(cfg.epochs), desc=f"segmenter {cfg.architecture}", disable=not progress, dynamic_ncols=True)
-    for _ in bar:
-        order, total = torch.randperm(len(images), generator=rng), 0.0
-        for start in range(0, len(images), cfg.batch_size):
-            index = order[start : start + cfg.batch_size]
-            if len(index) < 2 and len(images) >= 2:  # BatchNorm needs two samples
-                continue
-            x, y = augment(images[index], masks[index].long(), cfg, rng)
-            loss = F.cross_entropy(model(normalize(x.to(device))), y.to(device), ignore_index=IGNORE)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(index)
-        history.append(total / len(images))
-        bar.set_postfix_str(f"loss {history[-1]:.4f}")
+        model = build_segmenter(cfg.architecture, num_classes, cfg.pretrained).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
+        rng = torch.Generator().manual_seed(cfg.seed)
+        history = []
+        bar = tqdm(range(1, cfg.epochs + 1), desc=f"segmenter {cfg.architecture}", disable=not progress,
+                   dynamic_ncols=True)
+        for epoch in bar:
+            history.append(train_epoch(model, images, masks, cfg, optimizer, schedule, rng, device))
+            shown = {"loss": history[-1]}
+            if on_epoch is not None:
+                shown.update(on_epoch(epoch, model, history[-1]) or {})
+            bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return model.eval(), history
+
+
+def train_epoch(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig,
+                optimizer: torch.optim.Optimizer, schedule, rng: torch.Generator, device: torch.device) -> float:
+    """One pass in a seeded order -> mean loss per image."""
+    model.train()
+    order, total = torch.randperm(len(images), generator=rng), 0.0
+    for start in range(0, len(images), cfg.batch_size):
+        index = order[start : start + cfg.batch_size]
+        if len(index) < 2 and len(images) >= 2:  # BatchNorm needs two samples
+            continue
+        x, y = augment(images[index], masks[index].long(), cfg, rng)
+        loss = F.cross_entropy(model(normalize(x.to(device))), y.to(device), ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total += loss.item() * len(index)
+    return total / len(images)
 
 
 @torch.no_grad()
@@ -104,20 +126,34 @@ def save_segmenter(model: nn.Module, path, architecture: str, class_names: list[
                for k, v in model.state_dict().items()}
     meta = {"format": "datasetgan.segmenter", "architecture": architecture,
             "classes": json.dumps(class_names), "extra": json.dumps(extra or {})}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    save_tensors(path, tensors, meta)
+
+
+def read_segmenter_info(path) -> dict:
+    """A checkpoint's 'architecture', 'classes' and 'extra', read from its header without the weights."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+    except (OSError, SafetensorError) as exc:
+        raise DatasetGANError(f"{path}: not a datasetgan segmenter checkpoint ({exc})") from exc
+    if meta.get("format") != "datasetgan.segmenter":
+        found = meta.get("format", "no format in its metadata")
+        raise DatasetGANError(f"{path}: not a datasetgan segmenter checkpoint ({found})")
+    try:
+        return {"architecture": meta["architecture"], "classes": json.loads(meta["classes"]),
+                "extra": json.loads(meta.get("extra", "{}"))}
+    except (KeyError, ValueError) as exc:
+        raise DatasetGANError(f"{path}: damaged segmenter metadata ({exc})") from exc
 
 
 def load_segmenter(path, device: torch.device) -> tuple[nn.Module, dict]:
     """-> (model in eval mode, metadata with 'architecture', 'classes' and 'extra')."""
-    try:
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
-        classes = json.loads(meta["classes"])
-        tensors = load_file(str(path))
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetGANError(f"{path}: not a datasetgan segmenter checkpoint ({exc})") from exc
-    model = build_segmenter(meta["architecture"], len(classes))
+    info = read_segmenter_info(path)
+    model = build_segmenter(info["architecture"], len(info["classes"]))
     dtypes = {k: v.dtype for k, v in model.state_dict().items()}
-    model.load_state_dict({k: v.to(dtypes[k]) for k, v in tensors.items()})
-    info = {"architecture": meta["architecture"], "classes": classes, "extra": json.loads(meta.get("extra", "{}"))}
+    try:
+        tensors = load_file(str(path))
+        model.load_state_dict({k: v.to(dtypes[k]) for k, v in tensors.items()})
+    except (OSError, SafetensorError, KeyError, RuntimeError) as exc:
+        raise DatasetGANError(f"{path}: weights do not fit a {info['architecture']} segmenter ({exc})") from exc
     return model.to(device).eval(), info
