@@ -38,6 +38,8 @@ def test_world_render_writes_images_masks_and_classes(tmp_path):
     (["world", "render", "--out", "/proc/version/out"], "cannot write to output folder"),
     (["generator", "sample", "builtin:nope"], "unknown built-in generator 'nope'"),
     (["sample", "{tmp}"], "not a workspace"),
+    (["bench", "--tables", "2", "--out", "{tmp}"], "unknown table(s) [2]"),
+    (["bench", "--seeds", "0,x", "--out", "{tmp}"], "comma-separated numbers"),
 ])
 def test_bad_input_is_one_line_and_non_zero(tmp_path, args, message):
     result = run(*[a.replace("{tmp}", str(tmp_path / "x")) for a in args])
@@ -54,6 +56,7 @@ def test_every_command_has_help():
     runner = CliRunner()
     for command in (["world", "render"], ["world", "oracle", "train"], ["gan", "train"], ["init"], ["sample"],
                     ["train"], ["generate"], ["annotate"], ["select"], ["import"], ["export"], ["merge"],
-                    ["generator", "info"], ["generator", "convert"], ["generator", "sample"]):
+                    ["generator", "info"], ["generator", "convert"], ["generator", "sample"], ["segment", "train"],
+                    ["segment", "eval"], ["bench"], ["demo"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command

@@ -496,6 +496,53 @@ def segment_eval(
     typer.echo(f"wrote {write_report(out, report, confusion)} and confusion.png")
 
 
+@app.command("bench")
+def bench(
+    out: Path = typer.Option(None, help="Output folder (default out/paper, or out/paper-quick). Finished cells are "
+                                        "kept there: a rerun resumes, and runs of other seeds may share it."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke preset: 1 seed, small sets, short training."),
+    tables: str = typer.Option("1,3,4,6", help="Comma-separated tables of the paper to compute."),
+    seeds: str = typer.Option(None, help="Comma-separated experiment seeds (default 0,1,2)."),
+    steps: int = typer.Option(None, help="Segmenter optimisation steps, the same for every training set (300)."),
+    batch_size: int = typer.Option(None, help="Segmenter batch (16; smaller sets: all their images)."),
+    sizes: str = typer.Option(None, help="Table 3: synthetic samples generated (1000,2000,3000)."),
+    main_size: int = typer.Option(None, help="Synthetic samples for Tables 1 and 4 (2000)."),
+    drops: str = typer.Option(None, help="Table 4: fractions dropped (0,0.05,0.1,0.2)."),
+    annotated: str = typer.Option(None, help="Table 6: annotation counts (4,8,16)."),
+    t6_size: int = typer.Option(None, help="Table 6: synthetic samples per cell (1000)."),
+    n_test: int = typer.Option(None, help="Real test images scored (500)."),
+    generator: str = typer.Option(None, help="Generator reference (builtin:faces64)."),
+    annotations: Path = typer.Option(None, help="Folder of ID.png masks of the generator's seeds (the shipped 16)."),
+    threads: int = typer.Option(None, help="Torch threads (default: torch's choice)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars, or log lines only."),
+    device: str = DeviceOption,
+) -> None:
+    """The paper's Tables 1, 3, 4 and 6 on the faces world, mean ± std over seeds: results.md + results.json."""
+    import shlex
+    import sys
+
+    import torch
+
+    from datasetgan.experiments import bench_config, run_benchmark
+
+    def numbers(text: str | None, kind=int) -> list | None:
+        try:
+            return None if text is None else [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise DatasetGANError(f"expected comma-separated numbers, got {text!r}") from exc
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    given = {"seeds": numbers(seeds), "steps": steps, "batch_size": batch_size, "sizes": numbers(sizes),
+             "main_size": main_size, "drops": numbers(drops, float), "t6_counts": numbers(annotated),
+             "t6_size": t6_size, "n_test": n_test, "generator": generator,
+             "annotations": None if annotations is None else str(annotations)}
+    cfg = bench_config(quick, **{k: v for k, v in given.items() if v is not None})
+    folder = out or Path("out/paper-quick" if quick else "out/paper")
+    command = shlex.join(["datasetgan", *sys.argv[1:]])
+    run_benchmark(cfg, folder, numbers(tables), resolve_device(device), command, progress=progress)
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Folder for the workspace, dataset and report."),

@@ -1,0 +1,522 @@
+"""The paper's experiments (Tables 1, 3, 4 and 6 of DatasetGAN) on the faces world.
+
+A seed s sets the interpreter's seed, the generation seeds and the segmenter's seed together.
+Per seed:
+  main       the annotations (default: the 16 the demo ships) -> style interpreter -> synthetic
+             samples, generated once in blocks of consecutive seeds. Tables 1, 3 and 4 train
+             on prefixes of them less their most uncertain fraction (`select_subset`), so one
+             cell (size, drop) serves every table that names it: Table 1's DatasetGAN row is
+             Table 4's 10 % row and Table 3's row of the same size.
+  random-k   an interpreter on the first k annotations of a seeded order of them (Table 6).
+  active-k   Table 6's active learning: the first `t6_start` of that order, then
+             `workflow.select` adds the fresh candidates the current interpreter is least sure
+             of and the painter (the world oracle, as for the shipped annotations) labels them.
+Every segmenter trains for the same number of steps with the same batch (smaller only for sets
+smaller than a batch) and is scored on the world's real test split.
+
+Output folder (a rerun resumes: finished cells and stages are read back, not recomputed):
+  protocol.json              the settings behind the numbers; a resume must use the same
+  cells/KEY.json             one trained-and-scored segmenter each
+  stages/KEY.json            finished interpreters and generated blocks
+  work/seedS/NAME/           the workspaces, their interpreters and generated blocks
+  results.json, results.md   the tables (mean ± std over seeds) and every per-seed number
+"""
+
+import hashlib
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from safetensors import safe_open
+from tqdm import tqdm
+
+from datasetgan import factory, workflow
+from datasetgan.device import resolve_device
+from datasetgan.errors import DatasetGANError, summarize
+from datasetgan.fileio import atomic_write
+from datasetgan.formats.masks import load_mask
+from datasetgan.generators.registry import builtin_path, load_generator
+from datasetgan.metrics import SegmentationScores
+from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
+from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.worlds.oracle import (
+    annotate_candidates,
+    builtin_oracle_path,
+    load_oracle,
+    render_split,
+)
+
+TABLES = (1, 3, 4, 6)
+GENERATION_BASE = 100_000_000  # seed 0's synthetic samples start where the demo's do
+SELECTION_BASE = 1_000_000  # active learning's pool of fresh candidates (workflow.select's default)
+SEED_STRIDE = 10_000_000  # between the seed ranges of two experiment seeds
+
+Painter = Callable[[Workspace, list[str]], None]  # labels candidates as a person would
+
+
+def shipped_annotations() -> Path:
+    return Path(str(resources.files("datasetgan") / "demo_data" / "faces64-annotations"))
+
+
+class BenchConfig(BaseModel):
+    """What defines the numbers (the output folder records it; a resume must match)."""
+
+    generator: str = "builtin:faces64"
+    annotations: str | None = None  # folder of ID.png masks of the generator's seeds; None: the shipped 16
+    world: str = "faces"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    steps: int = Field(300, ge=1)  # segmenter optimisation steps, the same for every training set
+    batch_size: int = Field(16, ge=2)  # = the paper's 16 annotations: every set trains on the same batch
+    architecture: str = "unet-resnet18"
+    n_test: int = Field(500, ge=1)  # real_test images
+    sizes: list[int] = Field(default_factory=lambda: [1000, 2000, 3000], min_length=1)  # Table 3
+    main_size: int = Field(2000, ge=1)  # Tables 1 and 4
+    drops: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], min_length=1)  # Table 4
+    main_drop: float = Field(0.1, ge=0, lt=1)  # Tables 1, 3 and 6
+    t6_counts: list[int] = Field(default_factory=lambda: [4, 8, 16], min_length=1)
+    t6_start: int = Field(2, ge=1)  # active learning starts from this many annotations
+    t6_size: int = Field(1000, ge=1)  # synthetic samples per Table 6 cell
+    select_pool: int = Field(200, ge=1)  # fresh candidates ranked per active-learning round
+    interpreter: dict = Field(default_factory=dict)  # InterpreterConfig overrides (the seed is set per run)
+    oracle_resolution: int = 64  # the fully supervised row: the committed oracle at its resolution
+
+    @model_validator(mode="after")
+    def _check(self) -> "BenchConfig":
+        if min(self.sizes) < 1 or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("sizes must be positive and seeds distinct non-negative integers")
+        if not all(0 <= d < 1 for d in self.drops):
+            raise ValueError(f"drop fractions must be in [0, 1), got {self.drops}")
+        if self.t6_start >= min(self.t6_counts):
+            raise ValueError(f"t6_start ({self.t6_start}) must be below every Table 6 count {self.t6_counts}")
+        return self
+
+    @property
+    def block(self) -> int:
+        """Samples per generated block: every size is a whole number of blocks."""
+        return math.gcd(*self.sizes, self.main_size, self.t6_size)
+
+
+QUICK = {"seeds": [0], "steps": 40, "n_test": 200, "sizes": [200, 400], "main_size": 400, "t6_counts": [4, 8],
+         "t6_size": 200, "select_pool": 50, "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2}}
+
+
+def bench_config(quick: bool = False, **settings) -> BenchConfig:
+    """The settings, over the defaults or over the --quick smoke preset (one seed, small sets, minutes)."""
+    try:
+        return BenchConfig(**((QUICK if quick else {}) | settings))
+    except ValidationError as exc:
+        raise DatasetGANError(f"invalid benchmark settings: {summarize(exc)}") from exc
+
+
+def select_subset(records: list[dict], n: int, drop: float) -> list[dict]:
+    """The first n records (generation order) less the round(drop * n) most uncertain of them.
+
+    Ties in `score` drop the lower seed first, as `factory.finalize` does; order is kept.
+    """
+    if not 1 <= n <= len(records):
+        raise DatasetGANError(f"asked for the first {n} samples of {len(records)}")
+    if not 0 <= drop < 1:
+        raise DatasetGANError(f"the dropped fraction must be in [0, 1), got {drop}")
+    prefix = records[:n]
+    ranked = sorted(range(n), key=lambda i: (-prefix[i]["score"], prefix[i]["seed"]))
+    dropped = set(ranked[: round(drop * n)])
+    return [r for i, r in enumerate(prefix) if i not in dropped]
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """A digest of input files, so that a cache made with other weights or masks is not reused."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def generator_file(ref: str) -> Path:
+    return builtin_path(ref.removeprefix("builtin:")) if ref.startswith("builtin:") else Path(ref)
+
+
+def oracle_training_images(world: str, resolution: int) -> int:
+    """How many real images the committed oracle was trained on (from its file's metadata)."""
+    with safe_open(str(builtin_oracle_path(world, resolution)), "pt") as handle:
+        return json.loads((handle.metadata() or {}).get("extra", "{}")).get("n_train", 0)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def as_tensors(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(masks))
+
+
+def load_samples(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and masks of generated records (each names its dataset folder)."""
+    folders = [Path(r["dataset"]) for r in records]
+    return as_tensors([read_rgb(f / "images" / f"{r['name']}.png") for f, r in zip(folders, records)],
+                      [load_mask(f / "masks" / f"{r['name']}.png") for f, r in zip(folders, records)])
+
+
+def train_and_score(images: torch.Tensor, masks: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
+                    num_classes: int, cfg: BenchConfig, seed: int, device: torch.device) -> dict:
+    """Exactly cfg.steps steps of one batch size for any set: one epoch over steps x batch images in
+    which every image appears equally often, to one (demo.train_and_score rounds whole epochs
+    instead, which is far off for big sets and few steps)."""
+    batch = min(cfg.batch_size, len(images))
+    rng = torch.Generator().manual_seed(seed)
+    rounds = math.ceil(cfg.steps * batch / len(images))
+    order = torch.cat([torch.randperm(len(images), generator=rng) for _ in range(rounds)])[: cfg.steps * batch]
+    seg_cfg = SegmenterConfig(architecture=cfg.architecture, epochs=1, batch_size=batch, seed=seed)
+    model, _ = train_segmenter(images[order], masks[order], num_classes, seg_cfg, device, progress=False)
+    return scores_json(evaluate(model, *test, num_classes, device)) | {
+        "train_images": len(images), "steps": cfg.steps, "batch": batch}
+
+
+def scores_json(scores: SegmentationScores) -> dict:
+    """JSON has no NaN: a class absent from truth and prediction has IoU null."""
+    return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy,
+            "iou": [None if math.isnan(v) else v for v in scores.iou]}
+
+
+def oracle_painter(world: str, device: torch.device) -> Painter:
+    """The world oracle paints candidates, as it painted the shipped annotations."""
+    def paint(workspace: Workspace, ids: list[str]) -> None:
+        resolution = workflow.open_generator(workspace, device).resolution
+        annotate_candidates(workspace, load_oracle(world, resolution, device), ids, device)
+    return paint
+
+
+def write_json(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+@dataclass
+class Row:
+    label: str
+    column: str
+    keys: list[str]  # one cell per seed (the oracle: one cell)
+
+
+@dataclass
+class Table:
+    number: int
+    title: str
+    rows: list[Row]
+    note: str = ""
+
+
+class Experiment:
+    """Plans the cells of the requested tables, computes the missing ones, writes the tables."""
+
+    def __init__(self, cfg: BenchConfig, out: Path, device: torch.device, painter: Painter | None = None,
+                 progress: bool = True):
+        self.cfg, self.out, self.device, self.progress = cfg, Path(out), device, progress
+        self.painter = painter or oracle_painter(cfg.world, device)
+        self.annotations = Path(cfg.annotations) if cfg.annotations else shipped_annotations()
+        self.ids = sorted(p.stem for p in self.annotations.glob("*.png"))
+        if not self.ids:
+            raise DatasetGANError(f"no annotations (ID.png) in {self.annotations}")
+        if max(cfg.t6_counts) > len(self.ids):
+            raise DatasetGANError(f"Table 6 counts {cfg.t6_counts} exceed the {len(self.ids)} annotations")
+        self.classes = parse_classes(f"world:{cfg.world}")
+        self.resolution = load_generator(cfg.generator, "cpu").resolution
+        self.jobs: dict[str, Callable[[], dict]] = {}
+        self.computed: list[str] = []
+
+    # ---- caching ---------------------------------------------------------------------
+
+    def cached(self, kind: str, key: str, compute: Callable[[], dict]) -> dict:
+        path = self.out / kind / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        started = time.monotonic()
+        result = compute() | {"seconds": round(time.monotonic() - started, 1)}
+        write_json(path, result)
+        if kind == "cells":
+            self.computed.append(key)
+        else:
+            print(f"[bench] {key}: done in {result['seconds']:.0f} s", flush=True)
+        return result
+
+    def check_protocol(self) -> None:
+        oracle = builtin_oracle_path(self.cfg.world, self.cfg.oracle_resolution)
+        files = [generator_file(self.cfg.generator), *([oracle] if oracle.is_file() else []),
+                 *(self.annotations / f"{cid}.png" for cid in self.ids)]
+        path = self.out / "protocol.json"
+        # seeds are left out: cells are per seed, so runs of other seeds may share the folder (in parallel too)
+        protocol = self.cfg.model_dump(mode="json", exclude={"seeds"}) | {"inputs": fingerprint(files)}
+        if path.is_file() and json.loads(path.read_text()) != protocol:
+            old = json.loads(path.read_text())
+            diff = {k: (old.get(k), v) for k, v in protocol.items() if old.get(k) != v}
+            raise DatasetGANError(f"{self.out} holds results of other settings {diff} (old, new): "
+                                  "choose another --out, or delete it")
+        write_json(path, protocol)
+
+    # ---- workspaces ------------------------------------------------------------------
+
+    def work(self, seed: int) -> Path:
+        return self.out / "work" / f"seed{seed}"
+
+    def pool(self, seed: int) -> list[str]:
+        """The annotations in a seeded random order: Table 6's random picks are its first k."""
+        return [self.ids[i] for i in np.random.RandomState(seed).permutation(len(self.ids))]
+
+    def trained(self, seed: int, name: str, build: Callable[[Path], None]) -> Workspace:
+        """build(root) makes the workspace with its annotations; the interpreter trains on them."""
+        root = self.work(seed) / name
+
+        def make() -> dict:
+            shutil.rmtree(root, ignore_errors=True)  # an unfinished attempt
+            shutil.rmtree(self.out / "stages" / f"seed{seed}" / name, ignore_errors=True)
+            build(root)
+            workspace = Workspace.open(root)
+            workflow.train(workspace, self.device, progress=self.progress)
+            return {"annotated": workspace.annotated_ids()}
+
+        self.cached("stages", f"seed{seed}/{name}/interpreter", make)
+        return Workspace.open(root)
+
+    def annotated(self, seed: int, name: str, ids: list[str]) -> Workspace:
+        """A workspace holding the given annotations (and their candidates)."""
+        def build(root: Path) -> None:
+            interpreter = self.cfg.interpreter | {"seed": seed}
+            workspace = Workspace.init(root, self.cfg.generator, self.classes, interpreter=interpreter)
+            generator = workflow.open_generator(workspace, self.device)
+            for cid in ids:
+                workflow.sample(workspace, 1, seed=int(cid), generator=generator)
+                shutil.copyfile(self.annotations / f"{cid}.png", workspace.annotation_path(cid))
+        return self.trained(seed, name, build)
+
+    def workspace(self, seed: int, name: str) -> Workspace:
+        """main (every annotation), random-K (the pool's first K) or active-K."""
+        kind, _, k = name.partition("-")
+        if kind == "main":
+            return self.annotated(seed, name, self.ids)
+        if kind == "random":
+            return self.annotated(seed, name, self.pool(seed)[: int(k)])
+        return self.active(seed, int(k))
+
+    def random_name(self, k: int) -> str:
+        return "main" if k == len(self.ids) else f"random-{k}"  # every annotation: the main workspace
+
+    def active(self, seed: int, k: int) -> Workspace:
+        """The previous round's workspace plus the candidates its interpreter is least sure of."""
+        def build(root: Path) -> None:
+            smaller, start = [c for c in sorted(self.cfg.t6_counts) if c < k], self.cfg.t6_start
+            previous = (self.active(seed, smaller[-1]) if smaller
+                        else self.annotated(seed, f"active-{start}", self.pool(seed)[:start]))
+            shutil.copytree(previous.root, root, ignore=shutil.ignore_patterns("datasets"))
+            workspace = Workspace.open(root)
+            chosen = workflow.select(workspace, k - len(workspace.annotated_ids()), self.cfg.select_pool,
+                                     seed=SELECTION_BASE + seed * SEED_STRIDE, device=self.device)
+            self.painter(workspace, chosen)
+        return self.trained(seed, f"active-{k}", build)
+
+    # ---- synthetic samples -----------------------------------------------------------
+
+    def records(self, seed: int, name: str, workspace: Workspace, n: int) -> list[dict]:
+        """The first n generated samples of a workspace, generating the blocks that are missing."""
+        block, records = self.cfg.block, []
+        for b in range(math.ceil(n / block)):
+            def generate(b: int = b) -> dict:  # drop nothing here: select_subset drops per cell
+                first = GENERATION_BASE + seed * SEED_STRIDE + b * block
+                factory.generate(workspace, f"block-{b:04d}", block, first_seed=first, drop_uncertain=0.0,
+                                 device=self.device, progress=self.progress)
+                return {"samples": block, "first_seed": first}
+            self.cached("stages", f"seed{seed}/{name}/block-{b:04d}", generate)
+            folder = workspace.datasets_dir / f"block-{b:04d}"
+            records += [r | {"dataset": str(folder)} for r in factory.read_manifest(folder, kept_only=False)]
+        return records[:n]
+
+    # ---- cells -----------------------------------------------------------------------
+
+    @cached_property
+    def test(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real test images at the generator's resolution, rendered once and only when needed."""
+        return render_split(self.cfg.world, "real_test", self.cfg.n_test, self.resolution)
+
+    def score(self, images: torch.Tensor, masks: torch.Tensor, seed: int) -> dict:
+        return train_and_score(images, masks, self.test, len(self.classes), self.cfg, seed, self.device)
+
+    def cell(self, key: str, compute: Callable[[], dict]) -> str:
+        self.jobs.setdefault(key, compute)
+        return key
+
+    def synthetic(self, seed: int, name: str, n: int, drop: float) -> str:
+        def compute() -> dict:
+            workspace = self.workspace(seed, name)
+            subset = select_subset(self.records(seed, name, workspace, n), n, drop)
+            return self.score(*load_samples(subset), seed) | {"generated": n, "dropped": n - len(subset)}
+        return self.cell(f"seed{seed}/{name}-n{n}-drop{drop:.2f}", compute)
+
+    def real(self, seed: int) -> str:
+        k = len(self.ids)
+        return self.cell(f"seed{seed}/real-{k}", lambda: self.score(
+            *render_split(self.cfg.world, "real_train", k, self.resolution), seed))
+
+    def annotated_gan(self, seed: int) -> str:
+        """Latent vs output: the same segmenter on the annotated GAN images themselves."""
+        def compute() -> dict:
+            workspace = self.workspace(seed, "main")
+            ids = workspace.annotated_ids()
+            images, masks = as_tensors([read_rgb(workspace.candidate_image(c)) for c in ids],
+                                       [load_mask(workspace.annotation_path(c)) for c in ids])
+            return self.score(images, masks, seed)
+        return self.cell(f"seed{seed}/annotated-gan", compute)
+
+    def oracle(self) -> str:
+        def compute() -> dict:
+            resolution = self.cfg.oracle_resolution
+            test = (self.test if resolution == self.resolution
+                    else render_split(self.cfg.world, "real_test", self.cfg.n_test, resolution))
+            oracle = load_oracle(self.cfg.world, resolution, self.device)
+            return scores_json(evaluate(oracle, *test, len(self.classes), self.device)) | {"resolution": resolution}
+        return self.cell("oracle", compute)
+
+    # ---- tables ----------------------------------------------------------------------
+
+    def table1(self) -> Table:
+        cfg, k = self.cfg, len(self.ids)
+        rows = [Row(f"{k} real labelled images, from scratch (the paper's transfer-learning row)", "",
+                    [self.real(s) for s in cfg.seeds]),
+                Row(f"the {k} annotated GAN images themselves (latent vs output)", "",
+                    [self.annotated_gan(s) for s in cfg.seeds]),
+                Row(f"DatasetGAN: {cfg.main_size} synthetic from {k} annotated, {100 * cfg.main_drop:g} % "
+                    "most uncertain dropped", "",
+                    [self.synthetic(s, "main", cfg.main_size, cfg.main_drop) for s in cfg.seeds]),
+                Row(f"fully supervised: the world oracle ({oracle_training_images(cfg.world, cfg.oracle_resolution)} "
+                    "real; one model)", "", [self.oracle()])]
+        note = (f"The DatasetGAN row is the same cells as Table 4's {100 * cfg.main_drop:g} % row"
+                + (" and Table 3's row of that size." if cfg.main_size in cfg.sizes else "."))
+        return Table(1, "real labels vs DatasetGAN, tested on real images", rows, note)
+
+    def table3(self) -> Table:
+        cfg = self.cfg
+        rows = [Row(f"{n} generated ({n - round(cfg.main_drop * n)} kept)", "",
+                    [self.synthetic(s, "main", n, cfg.main_drop) for s in cfg.seeds]) for n in sorted(cfg.sizes)]
+        return Table(3, f"synthetic dataset size, {100 * cfg.main_drop:g} % most uncertain dropped", rows)
+
+    def table4(self) -> Table:
+        cfg = self.cfg
+        rows = [Row(f"{100 * d:g} % dropped ({cfg.main_size - round(d * cfg.main_size)} kept)", "",
+                    [self.synthetic(s, "main", cfg.main_size, d) for s in cfg.seeds]) for d in sorted(cfg.drops)]
+        return Table(4, f"dropping the most uncertain of {cfg.main_size} synthetic samples", rows)
+
+    def table6(self) -> Table:
+        cfg, rows = self.cfg, []
+        for k in sorted(cfg.t6_counts):
+            for column, name in (("random", self.random_name(k)), ("active learning", f"active-{k}")):
+                rows.append(Row(str(k), column, [self.synthetic(s, name, cfg.t6_size, cfg.main_drop)
+                                                 for s in cfg.seeds]))
+        note = (f"Random: the first k of a seeded order of the {len(self.ids)} annotations (all of them: "
+                "the main interpreter). Active learning: the first "
+                f"{cfg.t6_start} of that order, then each round adds the candidates (of {cfg.select_pool} fresh "
+                "ones) its interpreter is least sure of, labelled by the world oracle as the shipped ones were.")
+        return Table(6, f"which samples to annotate ({cfg.t6_size} synthetic each, "
+                        f"{100 * cfg.main_drop:g} % most uncertain dropped)", rows, note)
+
+    def plan(self, tables: list[int]) -> list[Table]:
+        """The requested tables; their cells are queued in self.jobs (shared cells once)."""
+        makers = {1: self.table1, 3: self.table3, 4: self.table4, 6: self.table6}
+        return [makers[t]() for t in tables]
+
+    def run(self, tables: list[int]) -> list[Table]:
+        self.check_protocol()
+        planned = self.plan(tables)
+        with tqdm(total=len(self.jobs), desc="cells", unit="cell", disable=not self.progress,
+                  dynamic_ncols=True) as bar:
+            for i, (key, compute) in enumerate(self.jobs.items(), 1):
+                result = self.cached("cells", key, compute)
+                how = f"{result['seconds']:.0f} s" if key in self.computed else "cached"
+                bar.write(f"[bench] cell {i}/{len(self.jobs)} {key}: mIoU {100 * result['miou']:.1f} %, "
+                          f"pixel accuracy {100 * result['pixel_accuracy']:.1f} % ({how})")
+                sys.stdout.flush()  # one line per cell, also when stdout is a file
+                bar.update()
+        return planned
+
+
+# ---- reporting ---------------------------------------------------------------------------
+
+
+def summary(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "per_seed": values}
+
+
+def table_json(table: Table, cells: dict[str, dict]) -> dict:
+    rows = [{"label": r.label, "column": r.column, "cells": r.keys,
+             "miou": summary([cells[k]["miou"] for k in r.keys]),
+             "pixel_accuracy": summary([cells[k]["pixel_accuracy"] for k in r.keys])} for r in table.rows]
+    return {"title": table.title, "note": table.note, "rows": rows}
+
+
+def percent(stat: dict) -> str:
+    spread = "" if stat["std"] is None else f" ± {100 * stat['std']:.1f}"
+    return f"{100 * stat['mean']:.1f}{spread}"
+
+
+def table_markdown(number: int, table: dict) -> list[str]:
+    lines = [f"## Table {number}: {table['title']}", ""]
+    columns = list(dict.fromkeys(r["column"] for r in table["rows"]))
+    if columns == [""]:
+        lines += ["| training data | mIoU % | pixel accuracy % |", "|---|---|---|"]
+        lines += [f"| {r['label']} | {percent(r['miou'])} | {percent(r['pixel_accuracy'])} |" for r in table["rows"]]
+    else:  # Table 6: annotated images x how they were picked, mIoU
+        grid = {(r["label"], r["column"]): percent(r["miou"]) for r in table["rows"]}
+        labels = list(dict.fromkeys(r["label"] for r in table["rows"]))
+        lines += ["| annotated | " + " | ".join(f"{c}, mIoU %" for c in columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(grid[label, c] for c in columns) + " |" for label in labels]
+    return lines + ([""] + [table["note"]] if table["note"] else []) + [""]
+
+
+def results_markdown(results: dict) -> str:
+    cfg = results["protocol"]
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    setup = (f"Generator `{cfg['generator']}`, {results['annotations']} annotated samples; seeds {seeds} (each "
+             "sets the interpreter, the generation seeds and the segmenter); segmenter "
+             f"{cfg['architecture']} from scratch, {cfg['steps']} steps of batch {cfg['batch_size']} (or the whole "
+             f"set when smaller) for every training set; tested on {cfg['n_test']} `real_test` images of the "
+             "world. mIoU and pixel accuracy in %, mean ± sample std over seeds.")
+    lines = ["# DatasetGAN's experiments on the faces world", "", setup, ""]
+    for number, table in results["tables"].items():
+        lines += table_markdown(number, table)
+    pointer = ("Not re-run here: see the section \"Style interpreter vs the materialised design\" of "
+               "bench/RESULTS.md (`python bench/interpreter.py`).")
+    lines += ["## Interpreter memory and time", "", pointer, "", f"Command: `{results['command']}`", ""]
+    return "\n".join(lines)
+
+
+def run_benchmark(cfg: BenchConfig, out: str | Path, tables: Sequence[int] = TABLES,
+                  device: torch.device | str = "auto", command: str = "", painter: Painter | None = None,
+                  progress: bool = True) -> dict:
+    """Compute the requested tables (reusing every finished cell in `out`); write and return the results."""
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise DatasetGANError(f"unknown table(s) {unknown}: choose from {', '.join(map(str, TABLES))}")
+    out, started = Path(out), time.monotonic()
+    experiment = Experiment(cfg, out, resolve_device(device), painter, progress)
+    planned = experiment.run(sorted(set(tables)))
+    cells = {key: json.loads((out / "cells" / f"{key}.json").read_text()) for key in experiment.jobs}
+    results = {"command": command, "protocol": cfg.model_dump(mode="json"), "annotations": len(experiment.ids),
+               "classes": [c.name for c in experiment.classes],
+               "tables": {str(t.number): table_json(t, cells) for t in planned}, "cells": cells,
+               "this_run": {"computed": experiment.computed, "seconds": round(time.monotonic() - started, 1)}}
+    write_json(out / "results.json", results)
+    markdown = results_markdown(results)
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(markdown))
+    print("\n" + markdown)
+    return results

@@ -1,0 +1,78 @@
+"""The paper's experiments: the subset rule, and a tiny end-to-end run that resumes from its cache."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import TINY_INTERPRETER, brightness_mask, make_tiny_generator
+
+from datasetgan.errors import DatasetGANError
+from datasetgan.experiments import bench_config, run_benchmark, select_subset
+from datasetgan.formats.masks import save_mask
+from datasetgan.workflow import sample
+from datasetgan.workspace import Workspace, parse_classes
+
+
+def records(scores: list[float], first_seed: int = 100) -> list[dict]:
+    return [{"name": f"{first_seed + i:010d}", "seed": first_seed + i, "score": s} for i, s in enumerate(scores)]
+
+
+def test_subset_is_a_prefix_less_its_most_uncertain():
+    pool = records([0.1, 0.9, 0.3, 0.8, 0.2, 0.99])
+    assert [r["seed"] for r in select_subset(pool, 5, 0.4)] == [100, 102, 104]  # 0.9 and 0.8 dropped, not 0.99
+    assert select_subset(pool, 4, 0.0) == pool[:4]
+    assert [r["seed"] for r in select_subset(pool, 6, 0.1)] == [100, 101, 102, 103, 104]  # round(0.6) = 1
+
+
+def test_subset_ties_drop_the_lower_seed_first_and_checks_its_arguments():
+    pool = records([0.5, 0.5, 0.1])
+    assert [r["seed"] for r in select_subset(pool, 3, 0.34)] == [101, 102]
+    with pytest.raises(DatasetGANError):
+        select_subset(pool, 4, 0.1)
+    with pytest.raises(DatasetGANError):
+        select_subset(pool, 3, 1.0)
+
+
+def brightness_painter(workspace: Workspace, ids: list[str]) -> None:
+    """A deterministic stand-in for the oracle, which only labels 64 px images."""
+    colors = [c.color for c in workspace.label_classes]
+    for cid in ids:
+        save_mask(workspace.annotation_path(cid), brightness_mask(workspace.candidate_image(cid)), colors)
+
+
+def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path):
+    generator = make_tiny_generator(tmp_path / "tiny.safetensors")
+    painted = Workspace.init(tmp_path / "painted", str(generator), parse_classes("world:faces"))
+    brightness_painter(painted, sample(painted, 2, device="cpu"))
+    cfg = bench_config(generator=str(generator), annotations=str(painted.annotations_dir), seeds=[0], steps=2,
+                       batch_size=4, n_test=6, sizes=[8, 16], main_size=16, drops=[0.0, 0.25], main_drop=0.25,
+                       t6_counts=[2], t6_start=1, t6_size=8, select_pool=4, interpreter=TINY_INTERPRETER)
+    out = tmp_path / "bench"
+    first = run_benchmark(cfg, out, device="cpu", painter=brightness_painter, progress=False)
+
+    assert set(first["tables"]) == {"1", "3", "4", "6"}
+    keys = {key for table in first["tables"].values() for row in table["rows"] for key in row["cells"]}
+    assert keys == set(first["cells"]) == set(first["this_run"]["computed"])
+    assert len(keys) == 7  # Table 1's DatasetGAN cell is Table 4's 25 % and Table 3's 16; random-2 is Table 3's 8
+    for cell in first["cells"].values():
+        assert math.isfinite(cell["miou"]) and math.isfinite(cell["pixel_accuracy"])
+    assert first["cells"]["seed0/main-n16-drop0.25"]["train_images"] == 12
+    start, picked = Workspace.open(out / "work" / "seed0" / "active-2").annotated_ids()
+    assert start in ("000000", "000001") and int(picked) >= 1_000_000  # picked from the fresh pool
+    assert (out / "results.md").read_text().count("## Table") == 4
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}
+    second = run_benchmark(cfg, out, tables=[1, 4], device="cpu", painter=brightness_painter, progress=False)
+    assert second["this_run"]["computed"] == [] and set(second["tables"]) == {"1", "4"}
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == stamps
+    assert json.loads((out / "results.json").read_text())["tables"]["1"] == first["tables"]["1"]
+
+    with pytest.raises(DatasetGANError, match="other settings"):
+        run_benchmark(bench_config(**(cfg.model_dump() | {"steps": 3})), out, device="cpu",
+                      painter=brightness_painter, progress=False)
+
+    other_seed = run_benchmark(bench_config(**(cfg.model_dump() | {"seeds": [1]})), out, tables=[1], device="cpu",
+                               painter=brightness_painter, progress=False)
+    assert sorted(other_seed["this_run"]["computed"]) == ["seed1/annotated-gan", "seed1/main-n16-drop0.25",
+                                                          "seed1/real-2"]  # seed 0's cells and the oracle reused
