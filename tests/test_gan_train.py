@@ -82,3 +82,22 @@ def test_diff_augment_is_seeded_and_keeps_shape():
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
     with pytest.raises(DatasetGANError, match="flip"):
         check_policy("color,flip")
+
+
+def test_warm_start_begins_at_the_given_generator_and_warms_up_d_alone(tmp_path):
+    source_run = train(tiny(), Blobs(), tmp_path / "first", CPU)
+    init = sorted((tmp_path / "first" / "snapshots").glob("*.safetensors"))[-1]
+    cfg = tiny(init_generator=str(init), d_warmup_kimg=0.016, total_kimg=0.016)
+    warm = train(cfg, Blobs(), tmp_path / "warm", CPU)
+    for a, b in zip(weights(warm.G), weights(source_run.G_ema)):  # two D-only steps: G untouched
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(weights(warm.D), weights(source_run.D)))
+    stats = warm.step()  # past the warm-up, G learns too
+    assert "loss_G" in stats and any(not torch.equal(a, b) for a, b in zip(weights(warm.G), weights(source_run.G_ema)))
+
+
+def test_warm_start_from_a_generator_of_another_shape_is_refused(tmp_path):
+    train(tiny(), Blobs(), tmp_path / "first", CPU)
+    init = sorted((tmp_path / "first" / "snapshots").glob("*.safetensors"))[-1]
+    with pytest.raises(DatasetGANError, match="does not fit"):
+        train(tiny(init_generator=str(init), channel_max=16), Blobs(), tmp_path / "warm", CPU)

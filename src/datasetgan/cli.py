@@ -182,13 +182,17 @@ def gan_train(
     snapshot_kimg: float = typer.Option(10.0),
     oracle: bool = typer.Option(True, help="Log world-FD at snapshots when the world has an oracle."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+    init_generator: str = typer.Option(
+        "", help="Warm start a new run: G begins as this generator (builtin:NAME or a file), D afresh."),
+    d_warmup_kimg: float = typer.Option(0.0, help="Train D alone for this many kimg first (useful with a warm start)."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
     device: str = DeviceOption,
 ) -> None:
     """Train a StyleGAN2 (checkpoints every few minutes; --resume continues)."""
     from datasetgan.gan.data import FolderImages, WorldImages
-    from datasetgan.gan.train import GANConfig, read_checkpoint_config, train
+    from datasetgan.gan.train import GANConfig, config_for, read_checkpoint_config, train
+    from datasetgan.generators.registry import load_network_ref
 
     if threads:
         torch.set_num_threads(threads)
@@ -199,10 +203,14 @@ def gan_train(
     else:
         if (world is None) == (images is None):
             raise DatasetGANError("give exactly one of --world NAME or --images DIR")
-        cfg = GANConfig(resolution=check_resolution(resolution), total_kimg=kimg, batch_size=batch,
-                        channel_base=channel_base, channel_max=channel_max, augment=augment,
-                        snapshot_kimg=snapshot_kimg, seed=seed,
-                        source=f"world:{world}" if world else f"images:{images}")
+        settings = dict(total_kimg=kimg, batch_size=batch, augment=augment, snapshot_kimg=snapshot_kimg, seed=seed,
+                        source=f"world:{world}" if world else f"images:{images}",
+                        init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)
+        if init_generator:  # the architecture is the given generator's
+            cfg = config_for(load_network_ref(init_generator), **settings)
+        else:
+            cfg = GANConfig(resolution=check_resolution(resolution), channel_base=channel_base,
+                            channel_max=channel_max, **settings)
     kind, _, name = cfg.source.partition(":")
     source = WorldImages(name, cfg.resolution) if kind == "world" else FolderImages(name, cfg.resolution, cfg.seed)
     evaluate = None

@@ -61,8 +61,11 @@ class GANConfig(BaseModel):
     snapshot_kimg: float = 10.0
     checkpoint_minutes: float = 5.0
     fused_modconv: bool = False  # True: per-sample grouped conv (slower on CPU, for comparison)
+    channels_last: bool = True  # False: the plain NCHW layout (slower on CPU, for comparison)
     seed: int = 0
     source: str = Field("world:faces", description="world:NAME or images:DIR")
+    init_generator: str = ""  # warm start: G and G_ema begin as this generator (builtin:NAME or a file)
+    d_warmup_kimg: float = 0.0  # D alone learns first, so that a fresh D does not misguide a trained G
 
 
 class ImageSource(Protocol):
@@ -80,6 +83,16 @@ def build_generator(cfg: GANConfig) -> StyleGAN2Generator:
     )
 
 
+def config_for(network: StyleGAN2Generator, **settings) -> GANConfig:
+    """A run config whose generator has the architecture of `network` (for a warm start)."""
+    kwargs = network.init_kwargs
+    synthesis = kwargs["synthesis_kwargs"]
+    architecture = dict(resolution=kwargs["img_resolution"], z_dim=kwargs["z_dim"], w_dim=kwargs["w_dim"],
+                        mapping_layers=kwargs["mapping_kwargs"].get("num_layers", 8),
+                        channel_base=synthesis.get("channel_base", 32768), channel_max=synthesis.get("channel_max", 512))
+    return GANConfig(**{**settings, **architecture})
+
+
 def build_discriminator(cfg: GANConfig) -> Discriminator:
     return Discriminator(cfg.resolution, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
 
@@ -92,8 +105,8 @@ class Trainer:
         self.cfg, self.source, self.device = cfg, source, device
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(cfg.seed)
-            self.G = build_generator(cfg).to(device).train()
-            self.D = build_discriminator(cfg).to(device).train()
+            self.G = build_generator(cfg).to(device, memory_format=self.memory_format).train()
+            self.D = build_discriminator(cfg).to(device, memory_format=self.memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
         # lazy R1 runs every r1_interval steps: rescale D's Adam as StyleGAN2 does
@@ -101,6 +114,19 @@ class Trainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * ratio,
                                       betas=tuple(b**ratio for b in cfg.betas), eps=1e-8)
         self.step_index, self.seconds = 0, 0.0
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        # channels-last: ~1.5x faster convolutions on CPU (oneDNN), fine on GPU too
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+    def start_from(self, network: StyleGAN2Generator) -> None:
+        """Warm start: G and G_ema take the weights of a trained generator of the same shape."""
+        try:
+            self.G.load_state_dict(network.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise DatasetGANError(f"{self.cfg.init_generator} does not fit this run's generator config: {exc}") from exc
+        self.G_ema.load_state_dict(network.state_dict(), strict=True)
 
     @property
     def kimg(self) -> float:
@@ -133,7 +159,7 @@ class Trainer:
         cfg, stats = self.cfg, {}
         # Discriminator: fakes down, reals up, and every r1_interval steps the R1 penalty
         rng = self._rng(0)
-        real = self.source.batch(self.step_index, cfg.batch_size).to(self.device)
+        real = self.source.batch(self.step_index, cfg.batch_size).to(self.device, memory_format=self.memory_format)
         with torch.no_grad():
             fake = self._generate(rng, update_emas=False)
         do_r1 = self.step_index % cfg.r1_interval == 0
@@ -148,6 +174,10 @@ class Trainer:
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         self.opt_D.step()
+        stats.update(loss_D=loss_D.item())
+        if self.kimg < cfg.d_warmup_kimg:
+            self.step_index += 1
+            return stats
         # Generator: non-saturating loss
         rng = self._rng(1)
         self.D.requires_grad_(False)
@@ -158,14 +188,14 @@ class Trainer:
         self.D.requires_grad_(True)
         self._update_ema()
         self.step_index += 1
-        stats.update(loss_D=loss_D.item(), loss_G=loss_G.item())
+        stats.update(loss_G=loss_G.item())
         return stats
 
     @torch.no_grad()
     def _update_ema(self) -> None:
         cfg = self.cfg
         half_life = cfg.ema_kimg * 1000
-        if cfg.ema_rampup > 0:  # short memory early, while G changes fast
+        if cfg.ema_rampup > 0 and not cfg.init_generator:  # short memory early, while G changes fast
             half_life = min(half_life, (self.step_index + 1) * cfg.batch_size * cfg.ema_rampup)
         beta = 0.5 ** (cfg.batch_size / max(half_life, 1e-8))
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
@@ -240,6 +270,10 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
         trainer.load(checkpoint)
     elif checkpoint.exists():
         raise DatasetGANError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --run")
+    elif cfg.init_generator:
+        from datasetgan.generators.registry import load_network_ref
+
+        trainer.start_from(load_network_ref(cfg.init_generator))
     steps_total = math.ceil(cfg.total_kimg * 1000 / cfg.batch_size)
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
     log = run_dir / "log.jsonl"
@@ -250,7 +284,8 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
         stats = trainer.step()
         trainer.seconds += time.monotonic() - started
         rate = trainer.kimg / max(trainer.seconds / 3600, 1e-9)
-        bar.set_postfix_str(f"kimg {trainer.kimg:.1f} ({rate:.0f}/h) D {stats['loss_D']:.3f} G {stats['loss_G']:.3f}")
+        losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in stats.items() if k.startswith("loss_"))
+        bar.set_postfix_str(f"kimg {trainer.kimg:.1f} ({rate:.0f}/h) {losses}")
         bar.update(1)
         at_snapshot = trainer.step_index % steps_per_snapshot == 0 or trainer.step_index == steps_total
         if at_snapshot:
