@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from datasetgan import factory, workflow
+from datasetgan.demo import shipped_annotations
 from datasetgan.device import resolve_device
 from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.fileio import atomic_write
@@ -64,10 +64,6 @@ SELECTION_BASE = 1_000_000  # active learning's pool of fresh candidates (workfl
 SEED_STRIDE = 10_000_000  # between the seed ranges of two experiment seeds
 
 Painter = Callable[[Workspace, list[str]], None]  # labels candidates as a person would
-
-
-def shipped_annotations() -> Path:
-    return Path(str(resources.files("datasetgan") / "demo_data" / "faces64-annotations"))
 
 
 class BenchConfig(BaseModel):
