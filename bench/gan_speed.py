@@ -5,7 +5,8 @@
 Straightforward: per-sample modulated weights in a grouped convolution, NCHW tensors.
 Ours: activation modulation (one convolution shared by the batch) in channels-last layout.
 The paths compute the same maths (tests/test_stylegan2.py checks it); the designs run
-interleaved, step by step, so that a busy machine slows them alike.
+interleaved, step by step, so that a busy machine slows them alike. A CPU benchmark: the
+layouts it compares are CPU questions.
 """
 
 import argparse

@@ -76,3 +76,15 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
                                painter=brightness_painter, progress=False)
     assert sorted(other_seed["this_run"]["computed"]) == ["seed1/annotated-gan", "seed1/main-n16-drop0.25",
                                                           "seed1/real-2"]  # seed 0's cells and the oracle reused
+
+
+def test_bad_settings_and_annotation_names_are_explained(tmp_path: Path):
+    with pytest.raises(DatasetGANError, match="select_pool"):
+        bench_config(t6_start=2, t6_counts=[4, 16], select_pool=8)  # the second round adds 12
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for name in ("000002.png", "face1.png"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(DatasetGANError, match="face1.png"):
+        run_benchmark(bench_config(quick=True, annotations=str(folder), t6_start=1, t6_counts=[2]), tmp_path / "out",
+                      tables=[1], progress=False)

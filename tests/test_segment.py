@@ -3,6 +3,7 @@ and a segmenter learns a world it is shown."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,6 +189,36 @@ def test_pretrained_backbones_come_only_from_the_torch_cache(tmp_path, monkeypat
     torch.save(imagenet, cached)  # torchvision's own cache format, where it would have downloaded to
     model = build_segmenter("unet-resnet18", 3, pretrained=True)
     assert torch.equal(model.layer3[0].conv1.weight, imagenet["layer3.0.conv1.weight"])
+
+
+def test_a_torchvision_segmenter_takes_its_cached_backbone(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    imagenet = tv_models.mobilenet_v3_large().state_dict()
+    cached = cached_weights_path(tv_models.MobileNet_V3_Large_Weights.DEFAULT)
+    cached.parent.mkdir(parents=True)
+    torch.save(imagenet, cached)
+    model = build_segmenter("lraspp-mobilenet", 3, pretrained=True)
+    assert torch.equal(model.net.backbone["16"][0].weight, imagenet["features.16.0.weight"])
+
+
+class _RunsCode:
+    """Unpickling it would create a file: the sign that a load ran code."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (Path.touch, (self.sentinel,))
+
+
+def test_a_cached_backbone_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = cached_weights_path(tv_models.ResNet18_Weights.DEFAULT)
+    cached.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": _RunsCode(tmp_path / "ran")}, cached)
+    with pytest.raises(DatasetGANError, match="plain tensors"):
+        build_segmenter("unet-resnet18", 3, pretrained=True)
+    assert not (tmp_path / "ran").exists()
 
 
 def test_names_follow_the_loading_order_and_a_manifest_must_match_its_files(tmp_path):

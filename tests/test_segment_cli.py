@@ -209,8 +209,3 @@ def test_the_command_line_prints_one_line_and_exits_1(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing'} does not exist: give a segmenter "
                                                   "checkpoint or a `segment train` run folder"]
-
-
-def test_segment_commands_have_help():
-    for command in ("train", "eval"):
-        assert "Usage" in ok("segment", command, "--help")

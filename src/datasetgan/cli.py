@@ -183,7 +183,8 @@ def gan_train(
     oracle: bool = typer.Option(True, help="Log world-FD at snapshots when the world has an oracle."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
     init_generator: str = typer.Option(
-        "", help="Warm start a new run: G begins as this generator (builtin:NAME or a file), D afresh."),
+        "", help="Warm start a new run: G begins as this generator (builtin:NAME or a file, whose architecture "
+                 "the run takes), D afresh."),
     d_warmup_kimg: float = typer.Option(0.0, help="Train D alone for this many kimg first (useful with a warm start)."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
@@ -207,6 +208,9 @@ def gan_train(
                         source=f"world:{world}" if world else f"images:{images}",
                         init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)
         if init_generator:  # the architecture is the given generator's
+            if (resolution, channel_base, channel_max) != (64, 2048, 128):
+                raise DatasetGANError("--init-generator takes the architecture of that generator: "
+                                      "drop --resolution, --channel-base and --channel-max")
             cfg = config_for(load_network_ref(init_generator), **settings)
         else:
             cfg = GANConfig(resolution=check_resolution(resolution), channel_base=channel_base,

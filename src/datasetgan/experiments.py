@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from safetensors import safe_open
 from tqdm import tqdm
@@ -45,10 +44,11 @@ from datasetgan import factory, workflow
 from datasetgan.demo import shipped_annotations
 from datasetgan.device import resolve_device
 from datasetgan.errors import DatasetGANError, summarize
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import atomic_write, write_json
 from datasetgan.formats.masks import load_mask
 from datasetgan.generators.registry import builtin_path, load_generator
 from datasetgan.metrics import SegmentationScores
+from datasetgan.segment.data import read_image
 from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
 from datasetgan.workspace import Workspace, parse_classes
 from datasetgan.worlds.oracle import (
@@ -96,6 +96,10 @@ class BenchConfig(BaseModel):
             raise ValueError(f"drop fractions must be in [0, 1), got {self.drops}")
         if self.t6_start >= min(self.t6_counts):
             raise ValueError(f"t6_start ({self.t6_start}) must be below every Table 6 count {self.t6_counts}")
+        steps = [b - a for a, b in zip([self.t6_start, *sorted(self.t6_counts)], sorted(self.t6_counts))]
+        if self.select_pool < max(steps):
+            raise ValueError(f"select_pool ({self.select_pool}) must hold at least the {max(steps)} candidates "
+                             "one active-learning round adds")
         return self
 
     @property
@@ -149,11 +153,6 @@ def oracle_training_images(world: str, resolution: int) -> int:
         return json.loads((handle.metadata() or {}).get("extra", "{}")).get("n_train", 0)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def as_tensors(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(masks))
 
@@ -161,7 +160,7 @@ def as_tensors(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[torch
 def load_samples(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and masks of generated records (each names its dataset folder)."""
     folders = [Path(r["dataset"]) for r in records]
-    return as_tensors([read_rgb(f / "images" / f"{r['name']}.png") for f, r in zip(folders, records)],
+    return as_tensors([read_image(f / "images" / f"{r['name']}.png") for f, r in zip(folders, records)],
                       [load_mask(f / "masks" / f"{r['name']}.png") for f, r in zip(folders, records)])
 
 
@@ -170,6 +169,8 @@ def train_and_score(images: torch.Tensor, masks: torch.Tensor, test: tuple[torch
     """Exactly cfg.steps steps of one batch size for any set: one epoch over steps x batch images in
     which every image appears equally often, to one (demo.train_and_score rounds whole epochs
     instead, which is far off for big sets and few steps)."""
+    if len(images) < 2:  # BatchNorm needs two samples a batch
+        raise DatasetGANError(f"a training set of {len(images)} image(s) is too small: use larger sets or drop less")
     batch = min(cfg.batch_size, len(images))
     rng = torch.Generator().manual_seed(seed)
     rounds = math.ceil(cfg.steps * batch / len(images))
@@ -192,11 +193,6 @@ def oracle_painter(world: str, device: torch.device) -> Painter:
         resolution = workflow.open_generator(workspace, device).resolution
         annotate_candidates(workspace, load_oracle(world, resolution, device), ids, device)
     return paint
-
-
-def write_json(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2) + "\n"))
 
 
 @dataclass
@@ -225,6 +221,10 @@ class Experiment:
         self.ids = sorted(p.stem for p in self.annotations.glob("*.png"))
         if not self.ids:
             raise DatasetGANError(f"no annotations (ID.png) in {self.annotations}")
+        named = [i for i in self.ids if not i.isdigit()]
+        if named:
+            raise DatasetGANError(f"annotation names must be the generator seeds of their samples (e.g. 000012.png); "
+                                  f"{self.annotations} holds {named[0]}.png")
         if max(cfg.t6_counts) > len(self.ids):
             raise DatasetGANError(f"Table 6 counts {cfg.t6_counts} exceed the {len(self.ids)} annotations")
         self.classes = parse_classes(f"world:{cfg.world}")
@@ -356,7 +356,7 @@ class Experiment:
             workspace = self.workspace(seed, name)
             subset = select_subset(self.records(seed, name, workspace, n), n, drop)
             return self.score(*load_samples(subset), seed) | {"generated": n, "dropped": n - len(subset)}
-        return self.cell(f"seed{seed}/{name}-n{n}-drop{drop:.2f}", compute)
+        return self.cell(f"seed{seed}/{name}-n{n}-drop{drop:g}", compute)
 
     def real(self, seed: int) -> str:
         k = len(self.ids)
@@ -368,7 +368,7 @@ class Experiment:
         def compute() -> dict:
             workspace = self.workspace(seed, "main")
             ids = workspace.annotated_ids()
-            images, masks = as_tensors([read_rgb(workspace.candidate_image(c)) for c in ids],
+            images, masks = as_tensors([read_image(workspace.candidate_image(c)) for c in ids],
                                        [load_mask(workspace.annotation_path(c)) for c in ids])
             return self.score(images, masks, seed)
         return self.cell(f"seed{seed}/annotated-gan", compute)
@@ -395,8 +395,9 @@ class Experiment:
                     [self.synthetic(s, "main", cfg.main_size, cfg.main_drop) for s in cfg.seeds]),
                 Row(f"fully supervised: the world oracle ({oracle_training_images(cfg.world, cfg.oracle_resolution)} "
                     "real; one model)", "", [self.oracle()])]
-        note = (f"The DatasetGAN row is the same cells as Table 4's {100 * cfg.main_drop:g} % row"
-                + (" and Table 3's row of that size." if cfg.main_size in cfg.sizes else "."))
+        shared = ([f"Table 4's {100 * cfg.main_drop:g} % row"] if cfg.main_drop in cfg.drops else []) + (
+            ["Table 3's row of that size"] if cfg.main_size in cfg.sizes else [])
+        note = f"The DatasetGAN row is the same cells as {' and '.join(shared)}." if shared else ""
         return Table(1, "real labels vs DatasetGAN, tested on real images", rows, note)
 
     def table3(self) -> Table:

@@ -54,3 +54,10 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | Non
     if len(text) <= length:  # always so: the same keys and values, only their order differs
         data = data[:8] + text.ljust(length) + data[8 + length :]
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_json(path: str | Path, payload: object) -> None:
+    """Indented JSON, atomically, creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2) + "\n"))

@@ -22,7 +22,7 @@ def prepare_output(folder: str | Path) -> Path:
     """Create the folder (and images/, masks/) or say clearly why it cannot be written."""
     folder = writable_folder(folder)
     for sub in ("images", "masks"):
-        (folder / sub).mkdir(exist_ok=True)
+        writable_folder(folder / sub)
     return folder
 
 

@@ -25,7 +25,8 @@ from datasetgan.metrics import (
 )
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
 from datasetgan.segment.models import check_architecture
-from datasetgan.segment.runs import BEST, epoch_checkpoints, write_json
+from datasetgan.fileio import write_json
+from datasetgan.segment.runs import BEST, epoch_checkpoints
 from datasetgan.segment.train import load_segmenter, predict, read_segmenter_info
 from datasetgan.viz import heatmap
 

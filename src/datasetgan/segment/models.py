@@ -42,9 +42,11 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class ResNetUNet(nn.Module):
     """ResNet-18 encoder (stem, layer1-3) with a U-Net decoder back to full resolution."""
 
-    def __init__(self, num_classes: int, backbone_weights: models.WeightsEnum | None = None):
+    def __init__(self, num_classes: int, backbone_state: dict[str, torch.Tensor] | None = None):
         super().__init__()
-        resnet = models.resnet18(weights=backbone_weights)
+        resnet = models.resnet18()
+        if backbone_state is not None:
+            resnet.load_state_dict(backbone_state)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu)  # 1/2, 64 ch
         self.layer1 = nn.Sequential(resnet.maxpool, resnet.layer1)  # 1/4, 64 ch
         self.layer2, self.layer3 = resnet.layer2, resnet.layer3  # 1/8 128 ch, 1/16 256 ch
@@ -85,8 +87,13 @@ class TorchvisionSegmenter(nn.Module):
 
 
 def _torchvision(builder):
-    def build(num_classes: int, backbone_weights: models.WeightsEnum | None) -> nn.Module:
-        return TorchvisionSegmenter(builder(weights=None, weights_backbone=backbone_weights, num_classes=num_classes))
+    def build(num_classes: int, backbone_state: dict[str, torch.Tensor] | None) -> nn.Module:
+        net = builder(weights=None, weights_backbone=None, num_classes=num_classes)
+        if backbone_state is not None:  # the backbone keeps the classifier's module names, less its head
+            features = {k.removeprefix("features."): v for k, v in backbone_state.items() if k.startswith("features.")}
+            net.backbone.load_state_dict(features or {k: v for k, v in backbone_state.items()
+                                                      if not k.startswith("fc.")})
+        return TorchvisionSegmenter(net)
 
     return build
 
@@ -121,7 +128,16 @@ def check_architecture(architecture: str, pretrained: bool = False) -> None:
                               "(or set TORCH_HOME), or train without --pretrained")
 
 
+def load_backbone_state(architecture: str) -> dict[str, torch.Tensor]:
+    """The cached ImageNet classifier weights, read as tensors only (torchvision would unpickle them)."""
+    path = cached_weights_path(BACKBONE_WEIGHTS[architecture])
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a restricted unpickler raises several types for a foreign or damaged file
+        raise DatasetGANError(f"{path}: not a torchvision weights file of plain tensors ({exc})") from exc
+
+
 def build_segmenter(architecture: str, num_classes: int, pretrained: bool = False) -> nn.Module:
     check_architecture(architecture, pretrained)
-    weights = BACKBONE_WEIGHTS[architecture] if pretrained else None
-    return ARCHITECTURES[architecture](num_classes=num_classes, backbone_weights=weights)
+    state = load_backbone_state(architecture) if pretrained else None
+    return ARCHITECTURES[architecture](num_classes=num_classes, backbone_state=state)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.fileio import atomic_write
+from datasetgan.fileio import atomic_write, write_json
 from datasetgan.formats.masks import IGNORE
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
 from datasetgan.segment.models import check_architecture
@@ -91,10 +91,6 @@ def check_new_run(run: Path) -> None:
     taken = [run / name for name in ("config.json", "log.jsonl", BEST)]
     if any(path.exists() for path in taken) or run.is_dir() and epoch_checkpoints(run):
         raise DatasetGANError(f"{run} already holds a segmenter run: choose a new --out, or delete it first")
-
-
-def write_json(path: Path, payload) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2) + "\n"))
 
 
 class RunRecorder:

@@ -7,6 +7,7 @@ per-epoch callback sees the model after each epoch (validation, checkpoints: seg
 
 import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -84,7 +85,8 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, num_classes: int,
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig,
-                optimizer: torch.optim.Optimizer, schedule, rng: torch.Generator, device: torch.device) -> float:
+                optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator,
+                device: torch.device) -> float:
     """One pass in a seeded order -> mean loss per image."""
     model.train()
     order, total = torch.randperm(len(images), generator=rng), 0.0
@@ -119,7 +121,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_cl
     return meter.scores()
 
 
-def save_segmenter(model: nn.Module, path, architecture: str, class_names: list[str], extra: dict | None = None,
+def save_segmenter(model: nn.Module, path: str | Path, architecture: str, class_names: list[str], extra: dict | None = None,
                    half: bool = False) -> None:
     """safetensors weights; architecture and classes in the metadata. `half` halves the file."""
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
@@ -129,7 +131,7 @@ def save_segmenter(model: nn.Module, path, architecture: str, class_names: list[
     save_tensors(path, tensors, meta)
 
 
-def read_segmenter_info(path) -> dict:
+def read_segmenter_info(path: str | Path) -> dict:
     """A checkpoint's 'architecture', 'classes' and 'extra', read from its header without the weights."""
     try:
         with safe_open(str(path), "pt") as handle:
@@ -146,7 +148,7 @@ def read_segmenter_info(path) -> dict:
         raise DatasetGANError(f"{path}: damaged segmenter metadata ({exc})") from exc
 
 
-def load_segmenter(path, device: torch.device) -> tuple[nn.Module, dict]:
+def load_segmenter(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
     """-> (model in eval mode, metadata with 'architecture', 'classes' and 'extra')."""
     info = read_segmenter_info(path)
     model = build_segmenter(info["architecture"], len(info["classes"]))
