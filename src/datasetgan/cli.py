@@ -176,6 +176,8 @@ def gan_train(
     resolution: int = typer.Option(64),
     kimg: float = typer.Option(400.0, help="Training length in thousands of real images shown."),
     batch: int = typer.Option(32),
+    glr: float = typer.Option(0.0025, help="Generator learning rate (Adam)."),
+    dlr: float = typer.Option(0.0025, help="Discriminator learning rate (Adam)."),
     channel_base: int = typer.Option(2048, help="Channels at resolution r: min(channel_base / r, channel_max)."),
     channel_max: int = typer.Option(128),
     augment: str = typer.Option("", help="DiffAugment policies for small folders, e.g. color,translation,cutout."),
@@ -204,8 +206,8 @@ def gan_train(
     else:
         if (world is None) == (images is None):
             raise DatasetGANError("give exactly one of --world NAME or --images DIR")
-        settings = dict(total_kimg=kimg, batch_size=batch, augment=augment, snapshot_kimg=snapshot_kimg, seed=seed,
-                        source=f"world:{world}" if world else f"images:{images}",
+        settings = dict(total_kimg=kimg, batch_size=batch, g_lr=glr, d_lr=dlr, augment=augment,
+                        snapshot_kimg=snapshot_kimg, seed=seed, source=f"world:{world}" if world else f"images:{images}",
                         init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)
         if init_generator:  # the architecture is the given generator's
             if (resolution, channel_base, channel_max) != (64, 2048, 128):

@@ -49,7 +49,8 @@ class GANConfig(BaseModel):
     channel_base: int = 2048  # channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 128
     batch_size: int = 32
-    lr: float = 0.0025
+    g_lr: float = 0.0025  # Adam learning rates (StyleGAN2: 0.0025 for both)
+    d_lr: float = 0.0025
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 0.03
     r1_interval: int = 16
@@ -108,10 +109,10 @@ class Trainer:
             self.G = build_generator(cfg).to(device, memory_format=self.memory_format).train()
             self.D = build_discriminator(cfg).to(device, memory_format=self.memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.betas, eps=1e-8)
         # lazy R1 runs every r1_interval steps: rescale D's Adam as StyleGAN2 does
         ratio = cfg.r1_interval / (cfg.r1_interval + 1)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * ratio,
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr * ratio,
                                       betas=tuple(b**ratio for b in cfg.betas), eps=1e-8)
         self.step_index, self.seconds = 0, 0.0
 
