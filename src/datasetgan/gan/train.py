@@ -9,6 +9,8 @@ A run lives in one folder: `checkpoint.safetensors` (everything needed to resume
 atomically every few minutes), `snapshots/network-KKKKKK.safetensors` (EMA generators in
 the project's generator format), `samples/` (grids of fixed seeds) and `log.jsonl`.
 The batch of step k depends only on (seed, k): a resumed run is the run it continues.
+A run whose state is gone can begin again from its generator (`init_generator`): D starts
+afresh, and may learn alone for the first `d_warmup_kimg`.
 """
 
 import copy
