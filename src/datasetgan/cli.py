@@ -207,7 +207,8 @@ def gan_train(
         if (world is None) == (images is None):
             raise DatasetGANError("give exactly one of --world NAME or --images DIR")
         settings = dict(total_kimg=kimg, batch_size=batch, g_lr=glr, d_lr=dlr, augment=augment,
-                        snapshot_kimg=snapshot_kimg, seed=seed, source=f"world:{world}" if world else f"images:{images}",
+                        snapshot_kimg=snapshot_kimg, seed=seed,
+                        source=f"world:{world}" if world else f"images:{images}",
                         init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)
         if init_generator:  # the architecture is the given generator's
             if (resolution, channel_base, channel_max) != (64, 2048, 128):

@@ -92,7 +92,8 @@ def config_for(network: StyleGAN2Generator, **settings) -> GANConfig:
     synthesis = kwargs["synthesis_kwargs"]
     architecture = dict(resolution=kwargs["img_resolution"], z_dim=kwargs["z_dim"], w_dim=kwargs["w_dim"],
                         mapping_layers=kwargs["mapping_kwargs"].get("num_layers", 8),
-                        channel_base=synthesis.get("channel_base", 32768), channel_max=synthesis.get("channel_max", 512))
+                        channel_base=synthesis.get("channel_base", 32768),
+                        channel_max=synthesis.get("channel_max", 512))
     return GANConfig(**{**settings, **architecture})
 
 

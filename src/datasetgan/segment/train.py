@@ -121,8 +121,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_cl
     return meter.scores()
 
 
-def save_segmenter(model: nn.Module, path: str | Path, architecture: str, class_names: list[str], extra: dict | None = None,
-                   half: bool = False) -> None:
+def save_segmenter(model: nn.Module, path: str | Path, architecture: str, class_names: list[str],
+                   extra: dict | None = None, half: bool = False) -> None:
     """safetensors weights; architecture and classes in the metadata. `half` halves the file."""
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
