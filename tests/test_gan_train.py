@@ -8,7 +8,7 @@ import torch
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
-from datasetgan.gan.train import GANConfig, Trainer, train
+from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, train
 from datasetgan.generators.checkpoint import load_network
 
 CPU = torch.device("cpu")
@@ -102,3 +102,12 @@ def test_warm_start_from_a_generator_of_another_shape_is_refused(tmp_path):
     init = sorted((tmp_path / "first" / "snapshots").glob("*.safetensors"))[-1]
     with pytest.raises(DatasetGANError, match="does not fit"):
         train(tiny(init_generator=str(init), channel_max=16), Blobs(), tmp_path / "warm", CPU)
+
+
+def test_discriminator_width_is_its_own_and_survives_resume(tmp_path):
+    cfg = tiny(d_channel_base=512, style_mixing=0.0)
+    trainer = train(cfg, Blobs(), tmp_path, CPU)
+    assert trainer.D.fromrgb.weight.shape[0] == 32 and trainer.G.synthesis.b16.conv0.weight.shape[0] == 16
+    stored = read_checkpoint_config(tmp_path / "checkpoint.safetensors")  # as `gan train --resume` does
+    resumed = train(stored.model_copy(update={"total_kimg": 0.048}), Blobs(), tmp_path, CPU, resume=True)
+    assert resumed.cfg.d_channel_base == 512 and resumed.D.fromrgb.weight.shape[0] == 32

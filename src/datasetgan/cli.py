@@ -180,6 +180,8 @@ def gan_train(
     dlr: float = typer.Option(0.0025, help="Discriminator learning rate (Adam)."),
     channel_base: int = typer.Option(2048, help="Channels at resolution r: min(channel_base / r, channel_max)."),
     channel_max: int = typer.Option(128),
+    d_channel_base: int = typer.Option(None, help="The discriminator's channel_base (default: the generator's)."),
+    style_mixing: float = typer.Option(0.9, help="Probability of mixing two latents in a training batch."),
     augment: str = typer.Option("", help="DiffAugment policies for small folders, e.g. color,translation,cutout."),
     snapshot_kimg: float = typer.Option(10.0),
     oracle: bool = typer.Option(True, help="Log world-FD at snapshots when the world has an oracle."),
@@ -207,6 +209,7 @@ def gan_train(
         if (world is None) == (images is None):
             raise DatasetGANError("give exactly one of --world NAME or --images DIR")
         settings = dict(total_kimg=kimg, batch_size=batch, g_lr=glr, d_lr=dlr, augment=augment,
+                        d_channel_base=d_channel_base, style_mixing=style_mixing,
                         snapshot_kimg=snapshot_kimg, seed=seed,
                         source=f"world:{world}" if world else f"images:{images}",
                         init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)

@@ -50,6 +50,7 @@ class GANConfig(BaseModel):
     mapping_layers: int = 4
     channel_base: int = 2048  # channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 128
+    d_channel_base: int | None = None  # the discriminator's channel_base; None: the generator's
     batch_size: int = 32
     g_lr: float = 0.0025  # Adam learning rates (StyleGAN2: 0.0025 for both)
     d_lr: float = 0.0025
@@ -98,7 +99,8 @@ def config_for(network: StyleGAN2Generator, **settings) -> GANConfig:
 
 
 def build_discriminator(cfg: GANConfig) -> Discriminator:
-    return Discriminator(cfg.resolution, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
+    return Discriminator(cfg.resolution, channel_base=cfg.d_channel_base or cfg.channel_base,
+                         channel_max=cfg.channel_max)
 
 
 class Trainer:
