@@ -195,6 +195,9 @@ def gan_train(
     device: str = DeviceOption,
 ) -> None:
     """Train a StyleGAN2 (checkpoints every few minutes; --resume continues)."""
+    from pydantic import ValidationError
+
+    from datasetgan.errors import summarize
     from datasetgan.gan.data import FolderImages, WorldImages
     from datasetgan.gan.train import GANConfig, config_for, read_checkpoint_config, train
     from datasetgan.generators.registry import load_network_ref
@@ -213,14 +216,17 @@ def gan_train(
                         snapshot_kimg=snapshot_kimg, seed=seed,
                         source=f"world:{world}" if world else f"images:{images}",
                         init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)
-        if init_generator:  # the architecture is the given generator's
-            if (resolution, channel_base, channel_max) != (64, 2048, 128):
-                raise DatasetGANError("--init-generator takes the architecture of that generator: "
-                                      "drop --resolution, --channel-base and --channel-max")
-            cfg = config_for(load_network_ref(init_generator), **settings)
-        else:
-            cfg = GANConfig(resolution=check_resolution(resolution), channel_base=channel_base,
-                            channel_max=channel_max, **settings)
+        if init_generator and (resolution, channel_base, channel_max) != (64, 2048, 128):
+            raise DatasetGANError("--init-generator takes the architecture of that generator: "
+                                  "drop --resolution, --channel-base and --channel-max")
+        try:
+            if init_generator:  # the architecture is the given generator's
+                cfg = config_for(load_network_ref(init_generator), **settings)
+            else:
+                cfg = GANConfig(resolution=check_resolution(resolution), channel_base=channel_base,
+                                channel_max=channel_max, **settings)
+        except ValidationError as exc:
+            raise DatasetGANError(summarize(exc)) from exc
     kind, _, name = cfg.source.partition(":")
     source = WorldImages(name, cfg.resolution) if kind == "world" else FolderImages(name, cfg.resolution, cfg.seed)
     evaluate = None

@@ -50,7 +50,7 @@ class GANConfig(BaseModel):
     mapping_layers: int = 4
     channel_base: int = 2048  # channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 128
-    d_channel_base: int | None = None  # the discriminator's channel_base; None: the generator's
+    d_channel_base: int | None = Field(None, ge=16)  # the discriminator's channel_base; None: the generator's
     batch_size: int = 32
     g_lr: float = 0.0025  # Adam learning rates (StyleGAN2: 0.0025 for both)
     d_lr: float = 0.0025
@@ -59,7 +59,7 @@ class GANConfig(BaseModel):
     r1_interval: int = 16
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05
-    style_mixing: float = 0.9
+    style_mixing: float = Field(0.9, ge=0.0, le=1.0)
     augment: str = ""  # DiffAugment policies, e.g. "color,translation,cutout"
     total_kimg: float = 400.0
     snapshot_kimg: float = 10.0
