@@ -3,6 +3,10 @@ feature space of the world oracle (as FID does with Inception, but for our own d
 
 The floor is the distance between two disjoint sets of world images of the same size:
 a generator cannot be told apart from the world below it.
+
+Beside it, part coverage: for each class, the share of pixels the oracle labels as that
+class on generated images over the share it labels on world images. A generator that draws
+faces without mouths has a low world-FD long before its mouth coverage reaches 1.
 """
 
 import torch
@@ -11,6 +15,8 @@ from torch import nn
 from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.segment.models import normalize
+from datasetgan.segment.train import predict
+from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import render_split
 
 
@@ -45,15 +51,29 @@ def generate_uint8(G: StyleGAN2Generator, seeds: range, device: torch.device, ba
     return torch.cat(out)
 
 
+def class_shares(oracle: nn.Module, images: torch.Tensor, num_classes: int, device: torch.device) -> torch.Tensor:
+    """The share of all pixels the oracle gives each class, float64 [num_classes]."""
+    counts = torch.bincount(predict(oracle, images, device).flatten().long(), minlength=num_classes)
+    return counts.double() / counts.sum()
+
+
 class WorldFD:
-    """Callable quality figure for the trainer: {'world_fd': ..., 'world_fd_floor': ...}."""
+    """Callable quality figure for the trainer: world-FD, its floor and part coverage per class."""
 
     def __init__(self, oracle: nn.Module, world: str, resolution: int, device: torch.device, n: int = 2000):
         self.oracle, self.device, self.n = oracle, device, n
+        self.class_names = [c.name for c in get_world(world).classes]
         real, _ = render_split(world, "real_test", 2 * n, resolution)
         features = embed(oracle, real, device)
         self.real, self.floor = features[:n], frechet_distance(features[:n], features[n:])
+        self.real_shares = class_shares(oracle, real[:n], len(self.class_names), device)
 
-    def __call__(self, G: StyleGAN2Generator) -> dict[str, float]:
-        fake = embed(self.oracle, generate_uint8(G, range(self.n), self.device), self.device)
-        return {"world_fd": round(frechet_distance(self.real, fake), 4), "world_fd_floor": round(self.floor, 4)}
+    def __call__(self, G: StyleGAN2Generator) -> dict[str, float | dict[str, float]]:
+        return self.score(generate_uint8(G, range(self.n), self.device))
+
+    def score(self, images: torch.Tensor) -> dict[str, float | dict[str, float]]:
+        """The figures for n uint8 images [n,3,R,R]."""
+        fake = embed(self.oracle, images, self.device)
+        coverage = class_shares(self.oracle, images, len(self.class_names), self.device) / self.real_shares.clamp(min=1e-12)
+        return {"world_fd": round(frechet_distance(self.real, fake), 4), "world_fd_floor": round(self.floor, 4),
+                "part_coverage": {name: round(float(c), 3) for name, c in zip(self.class_names, coverage)}}

@@ -262,7 +262,7 @@ def sample_grid(G: StyleGAN2Generator, device: torch.device, seeds=SAMPLE_SEEDS,
 
 
 def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torch.device, resume: bool = False,
-          evaluate: Callable[[StyleGAN2Generator], dict[str, float]] | None = None) -> Trainer:
+          evaluate: Callable[[StyleGAN2Generator], dict[str, object]] | None = None) -> Trainer:
     """Train until cfg.total_kimg, checkpointing every few minutes and at every snapshot.
 
     `evaluate(G_ema)` (e.g. world-FD) runs at every snapshot and its numbers go to the log.
