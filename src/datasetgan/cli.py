@@ -248,7 +248,7 @@ def gan_fd(
     every: int = typer.Option(1, help="Score every k-th snapshot."),
     device: str = DeviceOption,
 ) -> None:
-    """World-FD of each snapshot of a run, with the real-vs-real floor."""
+    """World-FD of each snapshot of a run, with the real-vs-real floor and part coverage per class."""
     from datasetgan.gan.quality import WorldFD
     from datasetgan.generators.checkpoint import load_network
     from datasetgan.worlds.oracle import load_oracle
