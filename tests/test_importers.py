@@ -133,9 +133,9 @@ def test_labelme_circle_covers_its_area(workspace, tmp_path):
 
 
 def test_small_fragments_become_ignore(workspace, tmp_path):
-    speck = shape("hair", [[0, 0], [3, 0], [3, 3], [0, 3]])  # 9 pixels: under the 20-pixel minimum
+    speck = shape("hair", [[0, 0], [3, 0], [3, 3], [0, 3]])  # 9 pixels: under a 20-pixel minimum
     write_labelme(tmp_path / "lm", {"000001": labelme_doc("000001.png", [TWO_RECTANGLES[0], speck])})
-    report = import_annotations(workspace, tmp_path / "lm", "labelme")
+    report = import_annotations(workspace, tmp_path / "lm", "labelme", min_fragment=20)
     mask = load_mask(workspace.annotation_path("000001"))
     assert (mask[:3, :3] == IGNORE).all() and report.fragments_dropped == 1 and report.pixels["ignore"] == 9
 

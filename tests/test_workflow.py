@@ -64,6 +64,17 @@ def test_small_fragments_become_ignore():
     assert dropped == 1 and (cleaned[0, :5] == 255).all() and (cleaned[5:] == 2).all()
 
 
+def test_the_fragment_minimum_is_the_papers_share_of_the_mask():
+    assert [workflow.min_fragment_pixels(s) for s in (64, 256, 512, 1024)] == [1, 5, 20, 80]
+    nose = torch.zeros(64, 64, dtype=torch.uint8)
+    nose[30:33, 30:34] = 5  # 12 pixels: a nose of a 64 px face stays
+    assert workflow.drop_small_fragments(nose)[1] == 0
+    speck = torch.zeros(512, 512, dtype=torch.uint8)
+    speck[30:33, 30:34] = 5  # the same 12 pixels on a 512 px mask: a stray speck
+    cleaned, dropped = workflow.drop_small_fragments(speck)
+    assert dropped == 1 and (cleaned[30:33, 30:34] == 255).all()
+
+
 def test_shrinking_fine_levels_keeps_the_hypercolumns_exact():
     g = torch.Generator().manual_seed(0)
     pyramid = [torch.randn(2, 3, r, r, generator=g) for r in (4, 8, 16, 32)]

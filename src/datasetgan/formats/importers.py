@@ -23,11 +23,10 @@ from PIL import Image
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.masks import IGNORE, load_mask, save_mask
-from datasetgan.workflow import candidate_size, drop_small_fragments
+from datasetgan.workflow import candidate_size, drop_small_fragments, min_fragment_pixels
 from datasetgan.workspace import CONFIG_NAME, Workspace
 
 UNLABELLED = {"background": 0, "ignore": IGNORE}
-MIN_FRAGMENT = 20
 
 
 @dataclass
@@ -58,8 +57,12 @@ class ImportReport:
 
 
 def import_annotations(workspace: Workspace, source: str | Path, fmt: str, unlabelled: str = "background",
-                       min_fragment: int = MIN_FRAGMENT) -> ImportReport:
-    """Read, check and write annotations from another tool; `unlabelled` fills unpainted pixels."""
+                       min_fragment: int | None = None) -> ImportReport:
+    """Read, check and write annotations from another tool; `unlabelled` fills unpainted pixels.
+
+    Classes under `min_fragment` pixels of a mask become ignore (None: the paper's rule scaled
+    to the mask's size, `min_fragment_pixels`).
+    """
     source = Path(source)
     if fmt not in READERS:
         raise DatasetGANError(f"unknown annotation format {fmt!r}: choose one of {', '.join(READERS)}")
@@ -71,6 +74,8 @@ def import_annotations(workspace: Workspace, source: str | Path, fmt: str, unlab
     if not masks:
         raise DatasetGANError(f"{source}: found no {fmt} annotations to import")
     check_masks(workspace, masks)
+    if min_fragment is None:
+        min_fragment = min_fragment_pixels(masks[0].mask.shape[-1])
     cleaned, dropped = [], 0
     for item in masks:
         mask, n = drop_small_fragments(torch.from_numpy(item.mask), min_fragment)
