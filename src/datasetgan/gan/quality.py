@@ -74,6 +74,7 @@ class WorldFD:
     def score(self, images: torch.Tensor) -> dict[str, float | dict[str, float]]:
         """The figures for n uint8 images [n,3,R,R]."""
         fake = embed(self.oracle, images, self.device)
-        coverage = class_shares(self.oracle, images, len(self.class_names), self.device) / self.real_shares.clamp(min=1e-12)
+        shares = class_shares(self.oracle, images, len(self.class_names), self.device)
+        coverage = shares / self.real_shares.clamp(min=1e-12)
         return {"world_fd": round(frechet_distance(self.real, fake), 4), "world_fd_floor": round(self.floor, 4),
                 "part_coverage": {name: round(float(c), 3) for name, c in zip(self.class_names, coverage)}}
