@@ -15,18 +15,23 @@ from torch import nn
 from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.segment.models import normalize
-from datasetgan.segment.train import predict
 from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import render_split
 
 
 @torch.no_grad()
-def embed(oracle: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 250) -> torch.Tensor:
-    """uint8 [N,3,H,W] -> float64 oracle embeddings [N, D]."""
+def read(oracle: nn.Module, images: torch.Tensor, device: torch.device, num_classes: int,
+         batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N,3,H,W] -> the oracle's embeddings (its deepest features, pooled; float64 [N, D])
+    and its share of all pixels for each class (float64 [num_classes]), from one encoder pass."""
     oracle.eval()
-    parts = [oracle.embedding(normalize(images[i : i + batch_size].to(device))).double().cpu()
-             for i in range(0, len(images), batch_size)]
-    return torch.cat(parts)
+    embeddings, counts = [], torch.zeros(num_classes, dtype=torch.float64)
+    for i in range(0, len(images), batch_size):
+        skips = oracle.encode(normalize(images[i : i + batch_size].to(device)))
+        embeddings.append(skips[-1].mean(dim=(2, 3)).double().cpu())
+        labels = oracle.decode(skips).argmax(1).flatten().cpu()
+        counts += torch.bincount(labels, minlength=num_classes).double()
+    return torch.cat(embeddings), counts / counts.sum()
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,12 +56,6 @@ def generate_uint8(G: StyleGAN2Generator, seeds: range, device: torch.device, ba
     return torch.cat(out)
 
 
-def class_shares(oracle: nn.Module, images: torch.Tensor, num_classes: int, device: torch.device) -> torch.Tensor:
-    """The share of all pixels the oracle gives each class, float64 [num_classes]."""
-    counts = torch.bincount(predict(oracle, images, device).flatten().long(), minlength=num_classes)
-    return counts.double() / counts.sum()
-
-
 class WorldFD:
     """Callable quality figure for the trainer: world-FD, its floor and part coverage per class."""
 
@@ -64,17 +63,15 @@ class WorldFD:
         self.oracle, self.device, self.n = oracle, device, n
         self.class_names = [c.name for c in get_world(world).classes]
         real, _ = render_split(world, "real_test", 2 * n, resolution)
-        features = embed(oracle, real, device)
-        self.real, self.floor = features[:n], frechet_distance(features[:n], features[n:])
-        self.real_shares = class_shares(oracle, real[:n], len(self.class_names), device)
+        self.real, self.real_shares = read(oracle, real[:n], device, len(self.class_names))
+        self.floor = frechet_distance(self.real, read(oracle, real[n:], device, len(self.class_names))[0])
 
     def __call__(self, G: StyleGAN2Generator) -> dict[str, float | dict[str, float]]:
         return self.score(generate_uint8(G, range(self.n), self.device))
 
     def score(self, images: torch.Tensor) -> dict[str, float | dict[str, float]]:
         """The figures for n uint8 images [n,3,R,R]."""
-        fake = embed(self.oracle, images, self.device)
-        shares = class_shares(self.oracle, images, len(self.class_names), self.device)
+        fake, shares = read(self.oracle, images, self.device, len(self.class_names))
         coverage = shares / self.real_shares.clamp(min=1e-12)
         return {"world_fd": round(frechet_distance(self.real, fake), 4), "world_fd_floor": round(self.floor, 4),
                 "part_coverage": {name: round(float(c), 3) for name, c in zip(self.class_names, coverage)}}

@@ -58,17 +58,18 @@ class ResNetUNet(nn.Module):
         self.head = nn.Conv2d(32, num_classes, 1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Skips at full, 1/2, 1/4, 1/8 and 1/16 resolution; the last, pooled, is world-FD's space."""
         skips = [self.full(x), self.stem(x)]
         for layer in (self.layer1, self.layer2, self.layer3):
             skips.append(layer(skips[-1]))
         return skips
 
-    def embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """Global-average-pooled deepest features [N, 256]: the space of world-FD."""
-        return self.encode(x)[-1].mean(dim=(2, 3))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        full, s1, s2, s3, x = self.encode(x)
+        return self.decode(self.encode(x))
+
+    def decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        """`encode`'s outputs -> class logits at full resolution."""
+        full, s1, s2, s3, x = skips
         for skip, block in ((s3, self.up3), (s2, self.up2), (s1, self.up1), (full, self.up0)):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
