@@ -55,13 +55,16 @@ def test_redoing_an_unfinished_batch_restores_identical_files(trained):
     (folder / "parts" / "0000000004.jsonl").unlink()  # as if killed before the batch was recorded
     (folder / "images" / "0000000005.png").unlink()
     (folder / "manifest.jsonl").unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / "images" / f".0000000005.png.{int(dead.stdout)}.0a1b2c3d.tmp").write_bytes(b"half a png")
     factory.generate(trained, "ds", 8, batch_size=4, device="cpu", progress=False)
-    assert files(folder) == reference
+    assert files(folder) == reference  # the killed writer's temporary is gone too
 
 
 def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(trained):
     script = (
-        "import sys; from datasetgan import factory; from datasetgan.workspace import Workspace; "
+        "import sys, torch; from datasetgan import factory; from datasetgan.workspace import Workspace; "
+        "torch.set_num_threads(1); "  # as this process (conftest), so both runs reduce in the same order
         "factory.generate(Workspace.open(sys.argv[1]), 'killed', 120, batch_size=2, device='cpu', progress=False)"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(trained.root)])

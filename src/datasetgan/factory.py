@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import write_classes
-from datasetgan.fileio import atomic_write, save_tensors
+from datasetgan.fileio import atomic_write, remove_orphaned_temporaries, save_tensors
 from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.workflow import label_ws, open_generator, open_interpreter
 from datasetgan.workspace import Workspace
@@ -76,6 +76,7 @@ def prepare_dataset(folder: Path, settings: GenerationSettings, workspace: Works
             raise DatasetGANError(
                 f"{folder} was generated with other settings {diff} (old, new): choose another --name or delete it"
             )
+        remove_orphaned_temporaries(folder)  # a run killed mid-write leaves its half-written file behind
         return
     try:
         for sub in ("images", "masks", "uncertainty", "latents", "parts"):

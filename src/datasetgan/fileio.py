@@ -24,6 +24,31 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
         raise
 
 
+def remove_orphaned_temporaries(folder: str | Path) -> int:
+    """Delete the temporaries of `atomic_write` calls whose process died (kill -9) under `folder`.
+
+    A temporary's name carries its writer's pid; one whose writer still runs is left alone.
+    Returns how many were removed.
+    """
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # ".NAME", PID, TAG, "tmp"
+        if len(parts) == 4 and parts[1].isdigit() and not _process_alive(int(parts[1])):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def writable_folder(folder: str | Path, what: str = "output folder") -> Path:
     """Create `folder` and prove it can be written now, not at the end of a long job."""
     folder = Path(folder)
