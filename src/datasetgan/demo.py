@@ -39,8 +39,8 @@ class DemoConfig(BaseModel):
     n_generate: int = 2000
     drop_uncertain: float = 0.1
     n_test: int = 1000
-    segmenter_steps: int = 600  # optimisation steps, the same for every training set
-    batch_size: int = 32
+    segmenter_steps: int = 600  # optimisation steps and batch, the same for every training set
+    batch_size: int = 16  # 16 real labels fill one batch; 32 costs twice the time for +0.7 mIoU
     seed: int = 0
 
 
