@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from _tables import print_iou_table
 
 from datasetgan.demo import DemoConfig, train_and_score
 from datasetgan.segment.data import load_labelled
@@ -36,9 +37,7 @@ def main() -> None:
     test = render_split(args.world, "real_test", demo.n_test, images.shape[-1])
     scores = train_and_score("the oracle's masks", images, masks, test, len(classes), demo, device)
     print(f"segmenter on {len(images)} generated images with the oracle's masks, tested on real, IoU %:")
-    print("| " + " | ".join(c.name for c in classes) + " | mIoU |")
-    print("|" + "---|" * (len(classes) + 1))
-    print("| " + " | ".join(f"{100 * v:.0f}" for v in scores.iou) + f" | {100 * scores.miou:.1f} |")
+    print_iou_table([c.name for c in classes], scores.iou, scores.miou)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _tables import print_iou_table
 
 from datasetgan import workflow
 from datasetgan.formats.masks import load_mask
@@ -54,9 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names, iou, miou = heldout_iou(args.workspace, args.n, args.seed, args.world)
     print(f"interpreter vs oracle on fresh samples (seeds {args.seed}-{args.seed + args.n - 1}), IoU %:")
-    print("| " + " | ".join(names) + " | mIoU |")
-    print("|" + "---|" * (len(names) + 1))
-    print("| " + " | ".join(f"{100 * v:.0f}" for v in iou) + f" | {100 * miou:.1f} |")
+    print_iou_table(names, iou, miou)
 
 
 if __name__ == "__main__":
