@@ -41,6 +41,7 @@ def test_world_render_writes_images_masks_and_classes(tmp_path):
     (["bench", "--tables", "2", "--out", "{tmp}"], "unknown table(s) [2]"),
     (["bench", "--seeds", "0,x", "--out", "{tmp}"], "comma-separated numbers"),
     (["gan", "train", "--world", "faces", "--style-mixing", "1.5", "--run", "{tmp}"], "style_mixing"),
+    (["gan", "train", "--world", "faces", "--patience", "-1", "--run", "{tmp}"], "patience"),
 ])
 def test_bad_input_is_one_line_and_non_zero(tmp_path, args, message):
     result = run(*[a.replace("{tmp}", str(tmp_path / "x")) for a in args])

@@ -8,7 +8,7 @@ import torch
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
-from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, train
+from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, snapshots_since_best, train
 from datasetgan.generators.checkpoint import load_network
 
 CPU = torch.device("cpu")
@@ -111,3 +111,27 @@ def test_discriminator_width_is_its_own_and_survives_resume(tmp_path):
     stored = read_checkpoint_config(tmp_path / "checkpoint.safetensors")  # as `gan train --resume` does
     resumed = train(stored.model_copy(update={"total_kimg": 0.048}), Blobs(), tmp_path, CPU, resume=True)
     assert resumed.cfg.d_channel_base == 512 and resumed.D.fromrgb.weight.shape[0] == 32
+
+
+def test_only_improvements_beyond_the_threshold_reset_the_count():
+    assert snapshots_since_best([], 0.02) == 0
+    assert snapshots_since_best([3.0, 2.0, 1.0], 0.02) == 0
+    assert snapshots_since_best([1.0, 0.99, 0.985, 1.2], 0.02) == 3  # gains under 2 % are noise
+    assert snapshots_since_best([1.0, 0.99, 0.97], 0.02) == 0  # 0.97 beats 1.0 by 3 %
+
+
+class FlatQuality:
+    """A quality figure that never improves, as world-FD does once a run has converged."""
+
+    def __call__(self, G) -> dict[str, float]:
+        return {"world_fd": 1.0}
+
+
+def test_training_stops_once_world_fd_stops_improving_and_resume_remembers(tmp_path):
+    cfg = tiny(total_kimg=0.2, snapshot_kimg=0.008, patience=2)  # a snapshot every step
+    stopped = train(cfg, Blobs(), tmp_path, CPU, evaluate=FlatQuality())
+    assert stopped.step_index == 3  # the first score sets the best, two more fail to beat it
+    resumed = train(cfg, Blobs(), tmp_path, CPU, resume=True, evaluate=FlatQuality())
+    assert resumed.step_index == 4  # the log's history counts: one more flat snapshot stops it
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
+    assert read_checkpoint_config(tmp_path / "checkpoint.safetensors").patience == 2

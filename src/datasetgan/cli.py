@@ -185,6 +185,10 @@ def gan_train(
     augment: str = typer.Option("", help="DiffAugment policies for small folders, e.g. color,translation,cutout."),
     snapshot_kimg: float = typer.Option(10.0),
     oracle: bool = typer.Option(True, help="Log world-FD at snapshots when the world has an oracle."),
+    patience: int = typer.Option(
+        None, help="Stop once world-FD has not improved for this many snapshots (default 0: train to --kimg)."),
+    min_improvement: float = typer.Option(
+        None, help="The relative drop in world-FD that counts as an improvement (default 0.02)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
     init_generator: str = typer.Option(
         "", help="Warm start a new run: G begins as this generator (builtin:NAME or a file, whose architecture "
@@ -206,8 +210,14 @@ def gan_train(
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     checkpoint = run / "checkpoint.safetensors"
+    stopping = {key: value for key, value in (("patience", patience), ("min_improvement", min_improvement))
+                if value is not None}
     if resume and checkpoint.exists():
-        cfg = read_checkpoint_config(checkpoint).model_copy(update={"total_kimg": kimg})
+        stored = read_checkpoint_config(checkpoint).model_dump()
+        try:
+            cfg = GANConfig(**{**stored, "total_kimg": kimg, **stopping})
+        except ValidationError as exc:
+            raise DatasetGANError(summarize(exc)) from exc
     else:
         if (world is None) == (images is None):
             raise DatasetGANError("give exactly one of --world NAME or --images DIR")
@@ -215,7 +225,7 @@ def gan_train(
                         d_channel_base=d_channel_base, style_mixing=style_mixing,
                         snapshot_kimg=snapshot_kimg, seed=seed,
                         source=f"world:{world}" if world else f"images:{images}",
-                        init_generator=init_generator, d_warmup_kimg=d_warmup_kimg)
+                        init_generator=init_generator, d_warmup_kimg=d_warmup_kimg, **stopping)
         if init_generator and (resolution, channel_base, channel_max) != (64, 2048, 128):
             raise DatasetGANError("--init-generator takes the architecture of that generator: "
                                   "drop --resolution, --channel-base and --channel-max")

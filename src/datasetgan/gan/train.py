@@ -64,6 +64,8 @@ class GANConfig(BaseModel):
     total_kimg: float = 400.0
     snapshot_kimg: float = 10.0
     checkpoint_minutes: float = 5.0
+    patience: int = Field(0, ge=0)  # stop after this many snapshots without a new best world-FD (0: run on)
+    min_improvement: float = Field(0.02, ge=0.0, lt=1.0)  # the relative drop in world-FD that is a new best
     fused_modconv: bool = False  # True: per-sample grouped conv (slower on CPU, for comparison)
     channels_last: bool = True  # False: the plain NCHW layout (slower on CPU, for comparison)
     seed: int = 0
@@ -261,11 +263,28 @@ def sample_grid(G: StyleGAN2Generator, device: torch.device, seeds=SAMPLE_SEEDS,
     return grid(list(tiles), columns)
 
 
+def snapshots_since_best(scores: list[float], min_improvement: float) -> int:
+    """How many scores (lower is better) came after the last one that beat the best before it
+    by at least `min_improvement` of its value: noise-sized gains do not reset the count."""
+    best, since = math.inf, 0
+    for score in scores:
+        if score < best * (1 - min_improvement):
+            best, since = score, 0
+        else:
+            since += 1
+    return since
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torch.device, resume: bool = False,
           evaluate: Callable[[StyleGAN2Generator], dict[str, object]] | None = None) -> Trainer:
     """Train until cfg.total_kimg, checkpointing every few minutes and at every snapshot.
 
-    `evaluate(G_ema)` (e.g. world-FD) runs at every snapshot and its numbers go to the log.
+    `evaluate(G_ema)` (e.g. world-FD) runs at every snapshot and its numbers go to the log;
+    with `cfg.patience`, training stops once world-FD has not improved for that many snapshots.
     """
     run_dir = Path(run_dir)
     for sub in ("snapshots", "samples"):
@@ -283,6 +302,7 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     steps_total = math.ceil(cfg.total_kimg * 1000 / cfg.batch_size)
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
     log = run_dir / "log.jsonl"
+    scores = [record["world_fd"] for record in read_log(log) if "world_fd" in record]
     last_save = time.monotonic()
     bar = tqdm(total=steps_total, initial=trainer.step_index, unit="step", dynamic_ncols=True)
     while trainer.step_index < steps_total:
@@ -305,8 +325,13 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
                 bar.write(json.dumps(record))
             with open(log, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            scores += [record["world_fd"]] if "world_fd" in record else []
         if at_snapshot or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             trainer.save(checkpoint)
             last_save = time.monotonic()
+        if at_snapshot and cfg.patience and snapshots_since_best(scores, cfg.min_improvement) >= cfg.patience:
+            bar.write(f"world-FD has not improved by {cfg.min_improvement:.0%} for {cfg.patience} snapshots: "
+                      f"stopping at {trainer.kimg:.1f} kimg (best {min(scores):.3f})")
+            break
     bar.close()
     return trainer
