@@ -302,7 +302,7 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     steps_total = math.ceil(cfg.total_kimg * 1000 / cfg.batch_size)
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
     log = run_dir / "log.jsonl"
-    scores = [record["world_fd"] for record in read_log(log) if "world_fd" in record]
+    scored = [(record["kimg"], record["world_fd"]) for record in read_log(log) if "world_fd" in record]
     last_save = time.monotonic()
     bar = tqdm(total=steps_total, initial=trainer.step_index, unit="step", dynamic_ncols=True)
     while trainer.step_index < steps_total:
@@ -325,13 +325,16 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
                 bar.write(json.dumps(record))
             with open(log, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            scores += [record["world_fd"]] if "world_fd" in record else []
+            scored += [(record["kimg"], record["world_fd"])] if "world_fd" in record else []
         if at_snapshot or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             trainer.save(checkpoint)
             last_save = time.monotonic()
-        if at_snapshot and cfg.patience and snapshots_since_best(scores, cfg.min_improvement) >= cfg.patience:
+        fds = [fd for _, fd in scored]
+        if at_snapshot and cfg.patience and snapshots_since_best(fds, cfg.min_improvement) >= cfg.patience:
+            best_kimg, best_fd = min(scored, key=lambda item: item[1])
             bar.write(f"world-FD has not improved by {cfg.min_improvement:.0%} for {cfg.patience} snapshots: "
-                      f"stopping at {trainer.kimg:.1f} kimg (best {min(scores):.3f})")
+                      f"stopping at {trainer.kimg:.1f} kimg; the lowest, {best_fd:.3f}, is the snapshot of "
+                      f"{best_kimg:.0f} kimg")
             break
     bar.close()
     return trainer
