@@ -329,8 +329,8 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
         if at_snapshot or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             trainer.save(checkpoint)
             last_save = time.monotonic()
-        fds = [fd for _, fd in scored]
-        if at_snapshot and cfg.patience and snapshots_since_best(fds, cfg.min_improvement) >= cfg.patience:
+        if (at_snapshot and cfg.patience
+                and snapshots_since_best([fd for _, fd in scored], cfg.min_improvement) >= cfg.patience):
             best_kimg, best_fd = min(scored, key=lambda item: item[1])
             bar.write(f"world-FD has not improved by {cfg.min_improvement:.0%} for {cfg.patience} snapshots: "
                       f"stopping at {trainer.kimg:.1f} kimg; the lowest, {best_fd:.3f}, is the snapshot of "
