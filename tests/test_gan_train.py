@@ -74,6 +74,16 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
         train(tiny(), Blobs(), tmp_path, CPU)
 
 
+def test_a_log_left_without_its_checkpoint_is_not_mixed_into_a_new_run(tmp_path):
+    train(tiny(), Blobs(), tmp_path, CPU)
+    (tmp_path / "checkpoint.safetensors").unlink()
+    log = (tmp_path / "log.jsonl").read_text()
+    for resume in (False, True):
+        with pytest.raises(DatasetGANError, match="another --run"):
+            train(tiny(), Blobs(), tmp_path, CPU, resume=resume)
+    assert (tmp_path / "log.jsonl").read_text() == log
+
+
 def test_diff_augment_is_seeded_and_keeps_shape():
     x = torch.rand(4, 3, 16, 16)
     policy = "color,translation,cutout"

@@ -289,19 +289,21 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     run_dir = Path(run_dir)
     for sub in ("snapshots", "samples"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    checkpoint = run_dir / "checkpoint.safetensors"
+    checkpoint, log = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
     trainer = Trainer(cfg, source, device)
     if resume and checkpoint.exists():
         trainer.load(checkpoint)
     elif checkpoint.exists():
         raise DatasetGANError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --run")
+    elif log.exists():  # its history would count toward --patience and mix into the new log
+        raise DatasetGANError(f"{run_dir} holds the log.jsonl of a run without its checkpoint, which cannot be "
+                              "resumed: choose another --run, or move the old log away")
     elif cfg.init_generator:
         from datasetgan.generators.registry import load_network_ref
 
         trainer.start_from(load_network_ref(cfg.init_generator))
     steps_total = math.ceil(cfg.total_kimg * 1000 / cfg.batch_size)
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
-    log = run_dir / "log.jsonl"
     scored = [(record["kimg"], record["world_fd"]) for record in read_log(log) if "world_fd" in record]
     last_save = time.monotonic()
     bar = tqdm(total=steps_total, initial=trainer.step_index, unit="step", dynamic_ncols=True)
