@@ -290,14 +290,14 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     for sub in ("snapshots", "samples"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     checkpoint, log = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
-    trainer = Trainer(cfg, source, device)
-    if resume and checkpoint.exists():
-        trainer.load(checkpoint)
-    elif checkpoint.exists():
+    if checkpoint.exists() and not resume:
         raise DatasetGANError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --run")
-    elif log.exists():  # its history would count toward --patience and mix into the new log
+    if log.exists() and not checkpoint.exists():  # its history would count toward --patience
         raise DatasetGANError(f"{run_dir} holds the log.jsonl of a run without its checkpoint, which cannot be "
                               "resumed: choose another --run, or move the old log away")
+    trainer = Trainer(cfg, source, device)
+    if checkpoint.exists():
+        trainer.load(checkpoint)
     elif cfg.init_generator:
         from datasetgan.generators.registry import load_network_ref
 
