@@ -145,3 +145,27 @@ def test_training_stops_once_world_fd_stops_improving_and_resume_remembers(tmp_p
     assert resumed.step_index == 4  # the log's history counts: one more flat snapshot stops it
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
     assert read_checkpoint_config(tmp_path / "checkpoint.safetensors").patience == 2
+
+
+@pytest.mark.parametrize("channel_base", [64, 128, 256, 512])
+def test_every_small_width_the_config_accepts_trains(channel_base):
+    """1 to 8 channels at 64 px: torch's strided 1x1 convolution on channels-last inputs with
+    under 8 channels corrupts the heap on this CPU, and D's residual skip no longer uses it."""
+    cfg = GANConfig(resolution=64, z_dim=16, w_dim=16, mapping_layers=2, channel_base=channel_base,
+                    channel_max=32, batch_size=8, r1_interval=2)
+    trainer = Trainer(cfg, Noise64(), CPU)
+    stats = [trainer.step() for _ in range(2)]  # the first step has R1's double backward
+    assert all(torch.isfinite(torch.tensor([s["loss_D"], s["loss_G"]])).all() for s in stats)
+
+
+@pytest.mark.parametrize("option", ["channel_base", "d_channel_base"])
+def test_a_width_with_no_channel_at_full_resolution_is_refused(option):
+    with pytest.raises(ValueError, match=f"{option} 32 leaves no channel at 64 px"):
+        GANConfig(resolution=64, **{option: 32})
+
+
+class Noise64:
+    description = "noise"
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return torch.rand(batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(step)) * 2 - 1

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import typer
 
-from datasetgan.device import resolve_device
+from datasetgan.device import keep_freed_memory, resolve_device
 from datasetgan.errors import DatasetGANError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -592,6 +592,7 @@ def demo(
 
 def main() -> None:
     """Entry point: user mistakes print one line and exit 1; bugs keep their traceback."""
+    keep_freed_memory()
     try:
         app()
     except DatasetGANError as exc:

@@ -11,5 +11,11 @@ class DatasetGANError(Exception):
 
 
 def summarize(exc: ValidationError) -> str:
-    """pydantic's multi-line report as one line: 'field: problem; field: problem'."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+    """pydantic's multi-line report as one line: 'field: problem; field: problem' (a check of
+    the whole model, which has no field, gives its message alone)."""
+    def one(error: dict) -> str:
+        if not error["loc"]:
+            return error["msg"].removeprefix("Value error, ")
+        return f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+
+    return "; ".join(one(error) for error in exc.errors())

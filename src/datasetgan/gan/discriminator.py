@@ -23,24 +23,36 @@ def blur_kernel(channels: int) -> torch.Tensor:
 
 
 class EqualConv2d(nn.Module):
-    """Conv with weights stored at unit variance and scaled at run time (equalised lr)."""
+    """Conv with weights stored at unit variance and scaled at run time (equalised lr).
+
+    `gain` scales the output; with the activation, the leaky ReLU's sqrt(2) is folded in too
+    (lrelu(a) * g == lrelu(a * g) for g > 0): neither costs a pass over the activations.
+    With `down`, the output pixel j sees the low-passed input around 2j + 0.5, as in
+    NVIDIA's conv2d_resample: the blur's zero padding includes the convolution's.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: bool = True, down: bool = False):
+                 activation: bool = True, down: bool = False, gain: float = 1.0):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
-        self.activation, self.down, self.padding = activation, down, kernel_size // 2
+        self.gain = gain * (LRELU_GAIN if activation else 1.0)
+        self.weight_gain = self.gain / math.sqrt(in_channels * kernel_size**2)
+        self.activation, self.down, self.kernel_size = activation, down, kernel_size
         if down:
             self.register_buffer("blur", blur_kernel(in_channels), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.down:  # low-pass, then the conv takes every second pixel
-            x = F.conv2d(F.pad(x, (1, 2, 1, 2)), self.blur, groups=x.shape[1])
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, stride=2 if self.down else 1,
-                     padding=self.padding)
-        return F.leaky_relu(x, 0.2) * LRELU_GAIN if self.activation else x
+        stride, padding = 1, self.kernel_size // 2
+        if self.down and self.kernel_size == 1:  # blur at the output's stride: a quarter of the work
+            x = F.conv2d(x, self.blur, stride=2, padding=1, groups=x.shape[1])
+        elif self.down:
+            x = F.conv2d(x, self.blur, padding=2, groups=x.shape[1])
+            stride, padding = 2, 0
+        bias = None if self.bias is None else self.bias * self.gain
+        x = F.conv2d(x, self.weight * self.weight_gain, bias, stride=stride, padding=padding)
+        # in place: a convolution's backward needs its input, not its output
+        return F.leaky_relu_(x, 0.2) if self.activation else x
 
 
 class EqualLinear(nn.Module):
@@ -48,11 +60,12 @@ class EqualLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        self.weight_gain, self.activation = 1 / math.sqrt(in_features), activation
+        self.gain = LRELU_GAIN if activation else 1.0  # folded in as in EqualConv2d
+        self.weight_gain, self.activation = self.gain / math.sqrt(in_features), activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.weight * self.weight_gain, self.bias)
-        return F.leaky_relu(x, 0.2) * LRELU_GAIN if self.activation else x
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.gain)
+        return F.leaky_relu_(x, 0.2) if self.activation else x
 
 
 class DiscriminatorBlock(nn.Module):
@@ -60,13 +73,14 @@ class DiscriminatorBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
+        # 1/sqrt(2) keeps the variance of the residual sum at that of its inputs (folded into both)
         self.conv0 = EqualConv2d(in_channels, in_channels, 3)
-        self.conv1 = EqualConv2d(in_channels, out_channels, 3, down=True)
-        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, activation=False, down=True)
+        self.conv1 = EqualConv2d(in_channels, out_channels, 3, down=True, gain=math.sqrt(0.5))
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, activation=False, down=True,
+                                gain=math.sqrt(0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # 1/sqrt(2) keeps the variance of the residual sum at that of its inputs
-        return (self.skip(x) + self.conv1(self.conv0(x))) / math.sqrt(2)
+        return self.skip(x) + self.conv1(self.conv0(x))
 
 
 class MinibatchStd(nn.Module):

@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm import tqdm
@@ -72,6 +72,14 @@ class GANConfig(BaseModel):
     source: str = Field("world:faces", description="world:NAME or images:DIR")
     init_generator: str = ""  # warm start: G and G_ema begin as this generator (builtin:NAME or a file)
     d_warmup_kimg: float = 0.0  # D alone learns first, so that a fresh D does not misguide a trained G
+
+    @model_validator(mode="after")
+    def _every_layer_has_a_channel(self) -> "GANConfig":
+        for option, base in (("channel_base", self.channel_base), ("d_channel_base", self.d_channel_base)):
+            if base is not None and base < self.resolution:  # channels at the top: base // resolution
+                raise ValueError(f"{option} {base} leaves no channel at {self.resolution} px: "
+                                 f"give at least the resolution, {self.resolution}")
+        return self
 
 
 class ImageSource(Protocol):
