@@ -22,12 +22,16 @@ def test_sample_stores_image_seed_and_w_that_reproduce_each_other(annotated_work
     workspace = annotated_workspace
     assert workspace.candidate_ids() == ["000000", "000001", "000002", "000003"]
     generator = load_generator(workspace.config.generator, "cpu")
-    stored = workspace.ws_for(["000002"])
-    assert torch.equal(stored, generator.ws_from_seeds([2], workspace.config.sampling.psi))
-    image = generator.to_uint8(generator.synthesize(stored)[0])[0].permute(1, 2, 0).numpy()
+    stored = workspace.ws_for(workspace.candidate_ids())
+    assert torch.equal(stored[2:3], generator.ws_from_seeds([2], workspace.config.sampling.psi))
+    batch = generator.to_uint8(generator.synthesize(stored)[0]).permute(0, 2, 3, 1).numpy()
+    alone = generator.to_uint8(generator.synthesize(stored[2:3])[0])[0].permute(1, 2, 0).numpy()
     from PIL import Image
 
-    assert np.array_equal(np.asarray(Image.open(workspace.candidate_image("000002"))), image)
+    saved = np.asarray(Image.open(workspace.candidate_image("000002")))
+    assert np.array_equal(saved, batch[2])  # the batch it was drawn in gives the same bytes
+    # alone, oneDNN may pick another kernel (AVX-512 CPUs do by batch size): rounding, at most one level
+    assert np.abs(saved.astype(int) - alone.astype(int)).max() <= 1
     assert workflow.sample(workspace, 2, seed=3, device="cpu") == ["000004"]  # 3 is already there
 
 
