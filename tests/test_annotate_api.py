@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient  # needs httpx, a dev extra
 from PIL import Image
 
 from conftest import make_workspace
@@ -13,9 +14,6 @@ from datasetgan import workflow
 from datasetgan.annotate.server import create_app
 from datasetgan.formats.masks import load_mask
 from datasetgan.workspace import Workspace
-
-pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install -e '.[dev]')")
-from fastapi.testclient import TestClient  # noqa: E402  (only after the skip check)
 
 SIZE = 32
 CLASSES = "background,skin,hair"  # three classes: ids 0..2, 255 = ignore

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
 
 import uvicorn
 
@@ -24,13 +26,9 @@ from datasetgan.workspace import Workspace
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-if not CHROMIUM.is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; `make test` installs it)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 
 ZOOM = 8
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "studio.png"
+VIEWPORT = {"width": 1280, "height": 800}
 TINY_INTERPRETER = {"members": 2, "max_epochs": 1, "min_epochs": 0, "hidden": [16, 8]}
 TIMEOUT_MS = 60_000
 
@@ -60,10 +58,17 @@ def running_studio(workspace: Workspace):
         thread.join(timeout=10)
 
 
+def launch(playwright):
+    """Debian's Chromium, headless (Playwright downloads no browser)."""
+    if not CHROMIUM.is_file():
+        raise FileNotFoundError(f"no Chromium at {CHROMIUM}: apt-get install chromium (`make browser`)")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
         yield browser
         browser.close()
 
@@ -71,7 +76,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     """A page that fails the test on any script error (failed requests such as a 404 are fine)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(TIMEOUT_MS)
     errors = []
 
@@ -211,11 +216,14 @@ def test_train_now_pre_annotates_and_a_reload_shows_the_saved_mask(page, tmp_pat
         assert np.array_equal(page_mask(page, 32), edited)
 
 
-def test_screenshot_for_the_docs(page, tmp_path):
-    """docs/images/studio.png: a 64x64 face (from the faces world) with its mask, zoomed in."""
+def screenshot_studio(page, root: Path, out: Path) -> np.ndarray:
+    """The README's picture: a 64x64 face (from the faces world) with its mask, zoomed in; -> that mask.
+
+    docs/screenshots.py writes it to docs/images/studio.png; the test below, to a temporary folder.
+    """
     from datasetgan.worlds import get_world  # here: only the screenshot depends on the faces world
 
-    workspace = tiny_workspace(tmp_path, size=64, classes="world:faces", n=8)
+    workspace = tiny_workspace(root, size=64, classes="world:faces", n=8)
     images, labels = get_world("faces").render([3, 5], 64)
     colors = [c.color for c in workspace.config.classes]
     for cid, image, mask in zip(("000000", "000001"), images, labels):
@@ -229,6 +237,16 @@ def test_screenshot_for_the_docs(page, tmp_path):
         page.keyboard.press("z")
         box = page.locator("#stage").bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.62, box["y"] + box["height"] * 0.4)
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 10_000
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
+    return labels[0].numpy()
+
+
+def test_screenshot_for_the_docs(page, tmp_path):
+    shown = screenshot_studio(page, tmp_path, tmp_path / "studio.png")
+    assert np.array_equal(page_mask(page, 64), shown) and len(np.unique(shown)) > 3  # the face's parts, as saved
+    picture = np.asarray(Image.open(tmp_path / "studio.png").convert("RGB"))
+    assert picture.shape == (VIEWPORT["height"], VIEWPORT["width"], 3)
+    box = page.locator("#stage").bounding_box()
+    stage = picture[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
+    assert len(np.unique(stage.reshape(-1, 3), axis=0)) > 500  # the zoomed face under its mask, not a blank stage

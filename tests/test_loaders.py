@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import fixture_builders as fb
+from conftest import reference_fixture
 from datasetgan.errors import DatasetGANError
 from datasetgan.generators.checkpoint import load_network, save_generator
 from datasetgan.generators.loaders import convert, describe, detect_format, estimate_w_avg, load_network_file
@@ -43,11 +44,10 @@ from test_stylegan2 import FIXTURE, TOL, close, tiny_network
 
 @pytest.fixture(scope="module")
 def reference():
-    if not FIXTURE.is_file():
-        pytest.skip(f"reference fixture not found at {FIXTURE}")
-    with safe_open(str(FIXTURE), framework="pt") as f:
+    path = reference_fixture(FIXTURE)
+    with safe_open(str(path), framework="pt") as f:
         init_kwargs = json.loads(f.metadata()["init_kwargs"])
-    tensors = load_file(str(FIXTURE))
+    tensors = load_file(str(path))
     state = {k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")}
     return state, init_kwargs, tensors
 

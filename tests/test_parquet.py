@@ -4,7 +4,9 @@ import io
 import json
 import sys
 
+import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -30,19 +32,14 @@ def dataset(tmp_path):
     return folder
 
 
-@pytest.fixture
-def pq():
-    return pytest.importorskip("pyarrow.parquet")
-
-
-def read_rows(pq, paths) -> list[dict]:
+def read_rows(paths) -> list[dict]:
     return [row for path in paths for row in pq.read_table(path).to_pylist()]
 
 
-def test_round_trip_of_kept_rows(dataset, tmp_path, pq):
+def test_round_trip_of_kept_rows(dataset, tmp_path):
     paths = export_parquet(dataset, tmp_path / "out", rows_per_file=1)
     assert [p.name for p in paths] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
-    rows = read_rows(pq, paths)
+    rows = read_rows(paths)
     assert [(r["name"], r["seed"], r["score"]) for r in rows] == [(NAMES[0], 10, 0.0), (NAMES[2], 12, 0.2)]
     for row in rows:
         assert row["image"]["bytes"] == (dataset / "images" / f"{row['name']}.png").read_bytes()
@@ -54,13 +51,13 @@ def test_round_trip_of_kept_rows(dataset, tmp_path, pq):
     assert json.loads(metadata[b"huggingface"])["info"]["features"]["mask"] == {"_type": "Image"}
 
 
-def test_without_manifest_every_pair_goes_out(dataset, tmp_path, pq):
+def test_without_manifest_every_pair_goes_out(dataset, tmp_path):
     (dataset / "manifest.jsonl").unlink()
-    rows = read_rows(pq, export_parquet(dataset, tmp_path / "out"))
+    rows = read_rows(export_parquet(dataset, tmp_path / "out"))
     assert [r["name"] for r in rows] == NAMES and all(r["seed"] is None for r in rows)
 
 
-def test_a_smaller_export_removes_stale_shards(dataset, tmp_path, pq):
+def test_a_smaller_export_removes_stale_shards(dataset, tmp_path):
     export_parquet(dataset, tmp_path / "out", rows_per_file=1)
     paths = export_parquet(dataset, tmp_path / "out")
     assert sorted((tmp_path / "out").iterdir()) == paths
@@ -72,8 +69,7 @@ def test_missing_pyarrow_says_what_to_install(dataset, tmp_path, monkeypatch):
         export_parquet(dataset, tmp_path / "out")
 
 
-def test_hugging_face_datasets_loads_images_and_masks(dataset, tmp_path, pq):
-    datasets = pytest.importorskip("datasets")
+def test_hugging_face_datasets_loads_images_and_masks(dataset, tmp_path):
     paths = export_parquet(dataset, tmp_path / "out")
     loaded = datasets.load_dataset("parquet", data_files=[str(p) for p in paths], split="train",
                                    cache_dir=str(tmp_path / "hf-cache"))

@@ -5,7 +5,6 @@ matching them number for number is what says our maths is theirs.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,22 +12,22 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from conftest import reference_fixture
 from datasetgan.errors import DatasetGANError
 from datasetgan.generators.base import Generator
 from datasetgan.generators.checkpoint import load_network, save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
-FIXTURE = Path(__file__).parents[2] / "shared" / "fixtures" / "stylegan2_reference_64.safetensors"
+FIXTURE = "stylegan2_reference_64.safetensors"
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def reference():
-    if not FIXTURE.is_file():
-        pytest.skip(f"reference fixture not found at {FIXTURE}")
-    with safe_open(str(FIXTURE), framework="pt") as f:
+    path = reference_fixture(FIXTURE)
+    with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    tensors = load_file(str(FIXTURE))
+    tensors = load_file(str(path))
     network = StyleGAN2Generator(**json.loads(meta["init_kwargs"])).eval()
     state = {k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")}
     network.load_state_dict(state, strict=True)
