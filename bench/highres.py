@@ -61,7 +61,8 @@ from datasetgan.generators.checkpoint import save_generator  # noqa: E402
 from datasetgan.generators.stylegan2 import StyleGAN2Generator  # noqa: E402
 from datasetgan.interpreter import _SHUFFLE, InterpreterConfig, StyleInterpreter, _member_generator  # noqa: E402
 from datasetgan.uncertainty import mutual_information, vote  # noqa: E402
-from datasetgan.workspace import Workspace, parse_classes  # noqa: E402
+from datasetgan.labels import parse_class_names  # noqa: E402
+from datasetgan.workspace import Workspace  # noqa: E402
 
 GIB = 2**30
 CAP_GIB = 14.5  # per child; the guard polls, so add a few hundred MiB of overshoot: < 16 GB
@@ -160,7 +161,7 @@ def prepare(s: dict, tmp: str, threads: int) -> dict:
 
 
 def class_specs(classes: int):
-    return parse_classes(",".join(["background"] + [f"bright{i}" for i in range(1, classes)]))
+    return parse_class_names(",".join(["background"] + [f"bright{i}" for i in range(1, classes)]))
 
 
 # ---- child side: our training ----

@@ -14,7 +14,8 @@ from PIL import Image
 from datasetgan.formats.masks import save_mask
 from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import parse_classes
 
 TINY_INTERPRETER = {"members": 3, "min_epochs": 1, "max_epochs": 2}
 

@@ -11,7 +11,8 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.experiments import bench_config, run_benchmark, select_subset
 from datasetgan.formats.masks import save_mask
 from datasetgan.workflow import sample
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import parse_classes
 
 
 def records(scores: list[float], first_seed: int = 100) -> list[dict]:

@@ -94,9 +94,9 @@ def test_annotation_errors_name_the_file_and_the_problem(annotated_workspace):
 
 
 def test_train_without_annotations_says_what_to_do(tmp_path, tiny_generator):
-    from datasetgan.workspace import parse_classes
+    from datasetgan.labels import parse_class_names
 
-    workspace = Workspace.init(tmp_path / "empty", str(tiny_generator), parse_classes("a,b"))
+    workspace = Workspace.init(tmp_path / "empty", str(tiny_generator), parse_class_names("a,b"))
     with pytest.raises(DatasetGANError, match="no annotations"):
         workflow.train(workspace, device="cpu", progress=False)
 

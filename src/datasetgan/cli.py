@@ -304,7 +304,8 @@ def init(
 ) -> None:
     """Create a workspace: config (generator, classes, settings) and its folders."""
     from datasetgan.generators.registry import load_network_ref
-    from datasetgan.workspace import SamplingSettings, Workspace, parse_classes
+    from datasetgan.workspace import SamplingSettings, Workspace
+    from datasetgan.worlds import parse_classes
 
     load_network_ref(generator)  # fail now, not at the first sample, if the generator is wrong
     workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=SamplingSettings(psi=psi))

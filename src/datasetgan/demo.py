@@ -28,7 +28,8 @@ from datasetgan.metrics import SegmentationScores
 from datasetgan.segment.data import check_same_classes, load_labelled
 from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
 from datasetgan.viz import grid, heatmap, overlay
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import load_oracle, render_split
 
 GENERATOR = "builtin:faces64"
@@ -52,7 +53,7 @@ def prepare_workspace(root: Path, device: torch.device) -> Workspace:
     """A fresh workspace holding the shipped annotations and their candidates."""
     if root.exists():
         shutil.rmtree(root)
-    workspace = Workspace.init(root, GENERATOR, parse_classes(f"world:{WORLD}"))
+    workspace = Workspace.init(root, GENERATOR, get_world(WORLD).classes)
     generator = workflow.open_generator(workspace, device)
     for path in sorted(shipped_annotations().glob("*.png")):
         workflow.sample(workspace, 1, seed=int(path.stem), generator=generator)

@@ -50,7 +50,8 @@ from datasetgan.generators.registry import builtin_path, load_generator
 from datasetgan.metrics import SegmentationScores
 from datasetgan.segment.data import read_image
 from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import (
     annotate_candidates,
     builtin_oracle_path,
@@ -227,7 +228,7 @@ class Experiment:
                                   f"{self.annotations} holds {named[0]}.png")
         if max(cfg.t6_counts) > len(self.ids):
             raise DatasetGANError(f"Table 6 counts {cfg.t6_counts} exceed the {len(self.ids)} annotations")
-        self.classes = parse_classes(f"world:{cfg.world}")
+        self.classes = list(get_world(cfg.world).classes)
         self.resolution = load_generator(cfg.generator, "cpu").resolution
         self.jobs: dict[str, Callable[[], dict]] = {}
         self.computed: list[str] = []

@@ -37,6 +37,7 @@ from datasetgan.features import (
     rows,
 )
 from datasetgan.fileio import save_tensors
+from datasetgan.labels import check_class_ids
 from datasetgan.uncertainty import image_scores, mutual_information, vote
 
 CONFIG_FILE = "config.json"
@@ -460,12 +461,7 @@ class StyleInterpreter(nn.Module):
                 "resize the masks (nearest) or change feature_resolution"
             )
         masks = masks.long()
-        bad = masks[(masks < 0) | ((masks >= cfg.num_classes) & (masks != cfg.ignore_index))].unique()
-        if len(bad):
-            raise DatasetGANError(
-                f"masks contain labels {bad.tolist()[:10]} outside 0..{cfg.num_classes - 1} "
-                f"(and {cfg.ignore_index} = unlabelled): check num_classes or the masks"
-            )
+        check_class_ids(masks, cfg.num_classes, "masks", cfg.ignore_index, hint=": check num_classes or the masks")
         return masks
 
     # ---- persistence ----

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.features import merge_levels
-from datasetgan.formats.masks import IGNORE, load_mask
+from datasetgan.formats.masks import load_mask
+from datasetgan.labels import IGNORE, check_class_ids
 from datasetgan.generators.base import Generator
 from datasetgan.generators.registry import load_generator
 from datasetgan.interpreter import InterpreterConfig, Labels, StyleInterpreter, TrainingHistory
@@ -91,10 +92,7 @@ def read_annotation(workspace: Workspace, cid: str, size: int) -> torch.Tensor:
     if mask.shape != (height, width):
         raise DatasetGANError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                               f"{width}x{height}: masks must match their candidate image")
-    bad = np.unique(mask[(mask >= workspace.num_classes) & (mask != IGNORE)])
-    if len(bad):
-        raise DatasetGANError(f"{path}: class ids {bad.tolist()[:5]} are outside 0..{workspace.num_classes - 1} "
-                              f"(255 = ignore): check the classes in the workspace config")
+    check_class_ids(mask, workspace.num_classes, str(path), hint=": check the classes in the workspace config")
     tensor = torch.from_numpy(mask)
     if tensor.shape[-1] != size:  # features are capped below the image resolution: nearest keeps ids
         tensor = F.interpolate(tensor[None, None].float(), size=(size, size), mode="nearest")[0, 0].to(torch.uint8)

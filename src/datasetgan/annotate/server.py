@@ -40,7 +40,8 @@ from datasetgan import workflow
 from datasetgan.annotate.assist import Predictions, TrainingJob
 from datasetgan.annotate.store import AnnotationStore
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import IGNORE, IGNORE_COLOR, palette_bytes
+from datasetgan.formats.masks import palette_bytes
+from datasetgan.labels import IGNORE, IGNORE_COLOR, check_class_ids
 from datasetgan.viz import heatmap
 from datasetgan.workspace import CANDIDATE_ID, Workspace
 
@@ -180,10 +181,10 @@ def _parse_mask(body: bytes, height: int, width: int, num_classes: int) -> np.nd
         raise HTTPException(400, f"mask has {len(body)} bytes but the image is {width}x{height}: send "
                                  f"{height * width} bytes, one uint8 class id per pixel, row-major")
     mask = np.frombuffer(body, np.uint8).reshape(height, width)
-    bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE)])
-    if bad.size:
-        raise HTTPException(422, f"class ids {bad[:5].tolist()} are outside 0..{num_classes - 1} "
-                                 f"({IGNORE} = ignore)")
+    try:
+        check_class_ids(mask, num_classes, "mask")
+    except DatasetGANError as exc:
+        raise HTTPException(422, str(exc)) from exc
     return mask
 
 

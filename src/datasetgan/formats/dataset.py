@@ -13,7 +13,7 @@ import numpy as np
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write, writable_folder
 from datasetgan.formats.masks import save_image, save_mask
-from datasetgan.worlds import LabelClass
+from datasetgan.labels import LabelClass
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

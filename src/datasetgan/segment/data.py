@@ -15,8 +15,8 @@ from PIL import Image
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import list_pairs, read_classes
-from datasetgan.formats.masks import IGNORE, load_mask
-from datasetgan.worlds import LabelClass
+from datasetgan.formats.masks import load_mask
+from datasetgan.labels import LabelClass, check_class_ids
 
 
 def pairs_of(folder: Path) -> list[tuple[Path, Path]]:
@@ -69,9 +69,7 @@ def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[
         images.append(image)
         masks.append(mask)
     masks_array = np.stack(masks)
-    bad = np.unique(masks_array[(masks_array >= len(classes)) & (masks_array != IGNORE)])
-    if len(bad):
-        raise DatasetGANError(f"{folder}: masks hold class ids {bad.tolist()[:5]} but classes.json lists {len(classes)}")
+    check_class_ids(masks_array, len(classes), f"{folder}/masks", hint=f": classes.json lists {len(classes)}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks_array), classes
 
 

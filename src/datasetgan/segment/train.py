@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import save_tensors
-from datasetgan.formats.masks import IGNORE
+from datasetgan.labels import IGNORE
 from datasetgan.metrics import ConfusionMeter, SegmentationScores
 from datasetgan.segment.models import build_segmenter, normalize
 

@@ -6,17 +6,8 @@ the labelled test set that measures the whole pipeline, with ground truth that i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from datasetgan.errors import DatasetGANError
-
-
-@dataclass(frozen=True)
-class LabelClass:
-    """One segmentation class: its position in `classes` is its label id."""
-
-    name: str
-    color: tuple[int, int, int]
+from datasetgan.labels import LabelClass, parse_class_names
 
 
 WORLD_NAMES: tuple[str, ...] = ("faces",)
@@ -32,4 +23,11 @@ def get_world(name: str):
     raise DatasetGANError(f"unknown world {name!r}: known worlds are {', '.join(WORLD_NAMES)}")
 
 
-__all__ = ["LabelClass", "WORLD_NAMES", "get_world"]
+def parse_classes(text: str) -> list[LabelClass]:
+    """'world:faces' (a world's classes) or 'background,skin,hair,...' (colours assigned)."""
+    if text.startswith("world:"):
+        return list(get_world(text.removeprefix("world:")).classes)
+    return parse_class_names(text)
+
+
+__all__ = ["WORLD_NAMES", "get_world", "parse_classes"]
