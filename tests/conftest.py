@@ -14,6 +14,7 @@ from PIL import Image
 from datasetgan.formats.masks import save_mask
 from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
 from datasetgan.worlds import parse_classes
 
@@ -47,11 +48,9 @@ def brightness_mask(image_path: Path) -> np.ndarray:
 
 def make_workspace(root: Path, classes: str, n: int, interpreter: dict, resolution: int = 32) -> Workspace:
     """A workspace over a random StyleGAN2 with n candidates (seeds 0..n-1)."""
-    from datasetgan.workflow import sample
-
     generator = make_tiny_generator(root / "generator.safetensors", resolution)
     workspace = Workspace.init(root / "ws", str(generator), parse_classes(classes), interpreter=interpreter)
-    sample(workspace, n, device="cpu")
+    Pipeline(workspace, "cpu").sample(range(n))
     return workspace
 
 
@@ -63,11 +62,9 @@ def tiny_generator(tmp_path: Path) -> Path:
 @pytest.fixture
 def annotated_workspace(tmp_path: Path, tiny_generator: Path) -> Workspace:
     """Four candidates, each annotated by the brightness rule."""
-    from datasetgan.workflow import sample
-
     workspace = Workspace.init(tmp_path / "ws", str(tiny_generator), parse_classes("background,bright,dark"),
                                interpreter=TINY_INTERPRETER)
-    for cid in sample(workspace, 4, device="cpu"):
+    for cid in Pipeline(workspace, "cpu").sample(range(4)):
         save_mask(workspace.annotation_path(cid), brightness_mask(workspace.candidate_image(cid)),
                   [c.color for c in workspace.label_classes])
     return workspace

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import make_workspace
-from datasetgan import workflow
 from datasetgan.annotate.server import create_app
 from datasetgan.formats.masks import load_mask
+from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
 
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install -e '.[dev]')")
@@ -233,7 +233,7 @@ def test_train_now_then_pre_annotation(client, workspace):
     assert (workspace.interpreter_dir / "config.json").is_file()
     assert not (workspace.root / ".interpreter-training").exists()
 
-    expected = workflow.label(workspace, ["000001"], device="cpu")
+    expected = Pipeline(workspace, "cpu").label(["000001"])
     raw = client.get("/api/candidates/000001/mask", params={"format": "raw"})
     assert raw.headers["x-mask-source"] == "prediction"
     assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(SIZE, SIZE), expected.mask[0].numpy())

@@ -394,17 +394,6 @@ class StyleInterpreter(nn.Module):
                     out[members, :, pixels] = head.probs(first_layer(pixels), members)
         return probs
 
-    @torch.no_grad()
-    def predict_probs_naive(self, pyramid: Pyramid, size: int | None = None) -> Tensor:
-        """Same as `predict_probs`, through materialised hypercolumns: the reference path."""
-        size = self._size(size)
-        levels = self._prepare(pyramid)
-        self.eval()
-        n, m = levels[0].shape[0], self.config.members
-        columns = torch.cat([resize(level, size) for level in levels], dim=1)
-        pixels = columns.permute(0, 2, 3, 1).reshape(1, n * size * size, -1).expand(m, -1, -1)
-        return _maps(self.ensemble(pixels).softmax(-1), n, size, size)
-
     def label(self, pyramid: Pyramid, size: int | None = None, top_fraction: float = 0.1) -> Labels:
         """Vote mask, mutual-information map and image score for each image of `pyramid`."""
         size, cfg = self._size(size), self.config

@@ -24,7 +24,7 @@ from PIL import Image
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.masks import load_mask, save_mask
 from datasetgan.labels import IGNORE, check_class_ids
-from datasetgan.workflow import candidate_size, drop_small_fragments, min_fragment_pixels
+from datasetgan.annotation import candidate_size, drop_small_fragments, min_fragment_pixels
 from datasetgan.workspace import CONFIG_NAME, Workspace
 
 UNLABELLED = {"background": 0, "ignore": IGNORE}
