@@ -55,6 +55,7 @@ from datasetgan.factory import label_ws
 from datasetgan.features import feature_dim
 from datasetgan.generators.base import Generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.generators.stylegan2_generator import StyleGAN2
 from datasetgan.interpreter import (
     _SHUFFLE,
     InterpreterConfig,
@@ -110,7 +111,7 @@ def build_generator(s: dict) -> Generator:
         mapping_kwargs={"num_layers": s["mapping_layers"]},
         synthesis_kwargs={"channel_base": s["channel_base"], "channel_max": s["channel_max"]},
     )
-    return Generator(network, "cpu")
+    return StyleGAN2(network, "cpu")
 
 
 def start(s: dict, threads: int) -> Generator:

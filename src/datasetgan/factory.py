@@ -15,6 +15,7 @@ their own folder; `merge` gathers the parts and makes the one manifest.
 import math
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -101,10 +102,10 @@ def write_batch(folder: Path, batch: range, images: torch.Tensor, ws: torch.Tens
     write_records(folder / "parts" / f"{batch_name(batch)}.jsonl", records)
 
 
-def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tensor
-             ) -> tuple[torch.Tensor, Labels]:
-    """Images (uint8) and the interpreter's labels at image resolution, for a batch of ws."""
-    images, pyramid = generator.synthesize(ws)
+def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tensor,
+             noise_ids: Sequence[int] | None = None) -> tuple[torch.Tensor, Labels]:
+    """Images (uint8) and the interpreter's labels at image resolution, for a batch of ws (and their noise ids)."""
+    images, pyramid = generator.synthesize(ws, noise_ids)
     labels = interpreter.label(pyramid)
     if labels.mask.shape[-1] != generator.resolution:  # features capped below the image size
         size = (generator.resolution, generator.resolution)
@@ -135,7 +136,7 @@ def generate(workspace: Workspace, generator: Generator, interpreter: StyleInter
             if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
     for batch in tqdm(todo, desc=f"generating {name}", unit="batch", disable=not progress, dynamic_ncols=True):
         ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff)
-        images, labels = label_ws(generator, interpreter, ws)
+        images, labels = label_ws(generator, interpreter, ws, list(batch))
         write_batch(folder, batch, images, ws, labels, settings, colors)
     if missing_batches(folder, settings):
         return folder  # other shards still to come: `merge` finalises

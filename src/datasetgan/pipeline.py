@@ -38,8 +38,8 @@ def synth_batch(generator: Generator) -> int:
     return max(1, min(8, 2 * 2**20 // generator.resolution**2))
 
 
-def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype: torch.dtype = torch.float32
-                        ) -> list[torch.Tensor]:
+def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype: torch.dtype = torch.float32,
+                        noise_ids: Sequence[int] | None = None) -> list[torch.Tensor]:
     """Feature pyramids of many ws, no finer than `size`, stored as the interpreter reads them.
 
     Levels of one resolution are merged and kept channels-last in `dtype`, filled batch by
@@ -48,7 +48,8 @@ def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype
     """
     step, stored = synth_batch(generator), []
     for start in range(0, len(ws), step):
-        part = merge_levels(shrink_pyramid(generator.synthesize(ws[start : start + step])[1], size, dtype))
+        noise = None if noise_ids is None else noise_ids[start : start + step]
+        part = merge_levels(shrink_pyramid(generator.synthesize(ws[start : start + step], noise)[1], size, dtype))
         if not stored:
             stored = [torch.empty((len(ws), *level.shape[1:]), dtype=dtype, device=level.device,
                                   memory_format=torch.channels_last) for level in part]
@@ -120,8 +121,9 @@ class Pipeline:
             raise DatasetGANError("no seeds to sample: give at least one")
         step, ws, images = synth_batch(self.generator), [], []
         for start in range(0, len(seeds), step):
-            ws.append(self.ws(seeds[start : start + step]))
-            images.append(self.generator.to_uint8(self.generator.synthesize(ws[-1])[0]))
+            chunk = seeds[start : start + step]
+            ws.append(self.ws(chunk))
+            images.append(self.generator.to_uint8(self.generator.synthesize(ws[-1], chunk)[0]))
         return self.workspace.add_candidates(seeds, torch.cat(ws), torch.cat(images))
 
     def fit(self, progress: bool = True, min_fragment: int | None = None
@@ -139,7 +141,7 @@ class Pipeline:
             masks.append(mask)
             dropped += n
         dtype = workspace.config.features.storage_dtype(generator.resolution)
-        pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype)
+        pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype, [int(cid) for cid in ids])
         try:
             config = InterpreterConfig(num_classes=workspace.num_classes,
                                        **{**workspace.config.interpreter, "feature_resolution": size})
@@ -163,8 +165,8 @@ class Pipeline:
     def label(self, ids: Sequence[str]) -> Labels:
         """The interpreter's mask, uncertainty map and score for candidates (pre-annotation)."""
         ws = self.workspace.ws_for([self.workspace.check_id(c) for c in ids])
-        step = synth_batch(self.generator)
-        parts = [factory.label_ws(self.generator, self.interpreter, ws[i : i + step])[1]
+        noise_ids, step = [int(cid) for cid in ids], synth_batch(self.generator)
+        parts = [factory.label_ws(self.generator, self.interpreter, ws[i : i + step], noise_ids[i : i + step])[1]
                  for i in range(0, len(ws), step)]
         return Labels(*(torch.cat(p) for p in zip(*parts)))
 
@@ -182,7 +184,7 @@ class Pipeline:
         for start in range(0, pool, step):
             chunk = seeds[start : start + step]
             ws = self.ws(chunk)
-            images, pyramid = self.generator.synthesize(ws)
+            images, pyramid = self.generator.synthesize(ws, chunk)
             scores = self.interpreter.label(pyramid).scores.tolist()
             best += zip(scores, chunk, ws, self.generator.to_uint8(images))
             best = [best[i] for i in rank_uncertain([b[0] for b in best], [b[1] for b in best])[:n]]
