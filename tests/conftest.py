@@ -4,6 +4,7 @@ The rule (class by brightness) stands in for a person: it is a deterministic fun
 the image, so an interpreter has something real to learn.
 """
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from PIL import Image
 from datasetgan.formats.masks import save_mask
 from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.generators.stylegan2_generator import StyleGAN2
+from datasetgan.interpreter import StyleInterpreter
 from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
 from datasetgan.worlds import parse_classes
@@ -68,3 +71,22 @@ def annotated_workspace(tmp_path: Path, tiny_generator: Path) -> Workspace:
         save_mask(workspace.annotation_path(cid), brightness_mask(workspace.candidate_image(cid)),
                   [c.color for c in workspace.label_classes])
     return workspace
+
+
+@pytest.fixture
+def loads(monkeypatch) -> Counter:
+    """Counts, from here on, generators built and interpreters read from disk (the real ones run)."""
+    counts: Counter = Counter()
+    build, read = StyleGAN2.__init__, StyleInterpreter.load.__func__
+
+    def counted_build(self, *args, **kwargs):
+        counts["generator"] += 1
+        build(self, *args, **kwargs)
+
+    def counted_read(cls, *args, **kwargs):
+        counts["interpreter"] += 1
+        return read(cls, *args, **kwargs)
+
+    monkeypatch.setattr(StyleGAN2, "__init__", counted_build)
+    monkeypatch.setattr(StyleInterpreter, "load", classmethod(counted_read))
+    return counts

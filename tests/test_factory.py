@@ -110,3 +110,15 @@ def test_bad_arguments(trained):
         Pipeline(trained, "cpu").generate("x", 4, drop_uncertain=1.5)
     with pytest.raises(DatasetGANError, match="shard"):
         Pipeline(trained, "cpu").generate("x", 4, shard=(3, 3))
+
+
+def test_one_generate_command_builds_one_generator_and_reads_the_interpreter_once(trained, loads):
+    from typer.testing import CliRunner
+
+    from datasetgan.cli import app
+
+    loads.clear()
+    result = CliRunner().invoke(app, ["generate", str(trained.root), "-n", "6", "--batch-size", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(read_manifest(trained.datasets_dir / "synthetic", kept_only=False)) == 6
+    assert loads == {"generator": 1, "interpreter": 1}
