@@ -55,24 +55,10 @@ def world_render(
     start: int = typer.Option(0, help="Offset of the first seed within the split."),
 ) -> None:
     """Render world images with their exact index masks."""
-    from datasetgan.formats.dataset import prepare_output, sample_name, write_classes, write_pairs
-    from datasetgan.worlds import get_world
+    from datasetgan.worlds import render_folder
 
-    if n < 1:
-        raise DatasetGANError(f"--n must be at least 1 (got {n})")
-    source = get_world(world)
-    check_resolution(resolution)
-    if split not in source.seed_ranges:
-        raise DatasetGANError(f"unknown split {split!r}: choose from {', '.join(source.seed_ranges)}")
-    seeds = list(source.seed_ranges[split][start : start + n])
-    folder = prepare_output(out)
-    write_classes(folder, source.classes)
-    for i in range(0, len(seeds), 256):
-        chunk = seeds[i : i + 256]
-        images, labels = source.render(chunk, resolution)
-        write_pairs(folder, map(sample_name, chunk), images.permute(0, 2, 3, 1).numpy(), labels.numpy(),
-                    source.classes)
-    typer.echo(f"wrote {len(seeds)} {world} images with masks to {folder}")
+    folder, written = render_folder(world, out, n, check_resolution(resolution), split, start)
+    typer.echo(f"wrote {written} {world} images with masks to {folder}")
 
 
 @world_app.command("preview")
@@ -86,18 +72,9 @@ def world_preview(
 ) -> None:
     """A picture of world images with their exact masks overlaid."""
     from datasetgan.formats.masks import save_image
-    from datasetgan.viz import grid, overlay
-    from datasetgan.worlds import get_world
+    from datasetgan.worlds import preview
 
-    if n < 1:
-        raise DatasetGANError(f"--n must be at least 1 (got {n})")
-    source = get_world(world)
-    images, labels = source.render(list(source.seed_ranges[split][:n]), check_resolution(resolution))
-    colors = [c.color for c in source.classes]
-    tiles = []
-    for image, label in zip(images.permute(0, 2, 3, 1).numpy(), labels.numpy()):
-        tiles += [image, overlay(image, label, colors, alpha=0.6)]
-    save_image(out, grid(tiles, columns=8, scale=scale))
+    save_image(out, preview(world, n, check_resolution(resolution), split, scale))
     typer.echo(f"wrote {out}")
 
 
