@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from datasetgan.features import Pyramid, Size, resize
-from datasetgan.interpreter import StyleInterpreter, _maps
+from datasetgan.interpreter import StyleInterpreter
 
 
 def hypercolumns(pyramid: Pyramid, size: Size) -> Tensor:
@@ -24,4 +24,5 @@ def predict_probs_naive(interpreter: StyleInterpreter, pyramid: Pyramid, size: i
     interpreter.eval()
     n, m = levels[0].shape[0], interpreter.config.members
     pixels = hypercolumns(levels, size).permute(0, 2, 3, 1).reshape(1, n * size * size, -1).expand(m, -1, -1)
-    return _maps(interpreter.ensemble(pixels).softmax(-1), n, size, size)
+    probs = interpreter.ensemble(pixels).softmax(-1)  # per-pixel rows [M, n * S * S, C] back to maps
+    return probs.view(m, n, size, size, -1).permute(0, 1, 4, 2, 3)

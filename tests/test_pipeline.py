@@ -34,6 +34,19 @@ def test_sample_stores_image_seed_and_w_that_reproduce_each_other(annotated_work
     assert Pipeline(workspace, "cpu").sample([3, 4]) == ["000004"]  # 3 is already there
 
 
+def test_sample_takes_any_seeds_and_writes_the_latents_once(annotated_workspace, monkeypatch):
+    from datasetgan import workspace as workspace_module
+
+    writes = []
+    save = workspace_module.save_tensors
+    monkeypatch.setattr(workspace_module, "save_tensors", lambda *args: (writes.append(args[0]), save(*args)))
+    pipeline = Pipeline(annotated_workspace, "cpu")
+    assert pipeline.sample([42, 7, 2, 19]) == ["000042", "000007", "000019"]  # 2 is already there
+    assert writes == [annotated_workspace.latents_path]
+    assert annotated_workspace.candidate_ids()[-3:] == ["000042", "000007", "000019"]
+    assert torch.equal(annotated_workspace.ws_for(["000007"]), pipeline.ws([7]))
+
+
 def test_trained_interpreter_learns_the_annotator_rule(annotated_workspace):
     workspace = annotated_workspace
     workspace.config.interpreter.update(max_epochs=8, min_epochs=4)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torchvision import models as tv_models
 
-from datasetgan import factory
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import prepare_output, write_classes, write_pairs
 from datasetgan.metrics import scores_from_confusion

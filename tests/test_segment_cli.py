@@ -15,7 +15,6 @@ from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from datasetgan import factory
 from datasetgan.cli import app
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import read_manifest

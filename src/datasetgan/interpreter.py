@@ -568,10 +568,6 @@ class _Plan(NamedTuple):
         return out
 
 
-def _maps(probs: Tensor, n: int, h: int, w: int) -> Tensor:
-    """Per-pixel rows `[m, n * h * w, C]` back to maps `[m, n, C, h, w]`."""
-    return probs.view(probs.shape[0], n, h, w, -1).permute(0, 1, 4, 2, 3)
-
 
 def _read_config(path: Path) -> tuple[InterpreterConfig, list[int]]:
     if not path.is_file():

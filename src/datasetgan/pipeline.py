@@ -22,7 +22,7 @@ from datasetgan import factory
 from datasetgan.annotation import drop_small_fragments, read_annotation
 from datasetgan.device import resolve_device
 from datasetgan.errors import DatasetGANError, summarize
-from datasetgan.features import shrink_pyramid, merge_levels
+from datasetgan.features import merge_levels, shrink_pyramid
 from datasetgan.generators.base import Generator
 from datasetgan.generators.registry import load_generator
 from datasetgan.interpreter import CONFIG_FILE, InterpreterConfig, Labels, StyleInterpreter, TrainingHistory
