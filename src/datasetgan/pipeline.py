@@ -115,16 +115,18 @@ class Pipeline:
     # ---- the steps ---------------------------------------------------------------------
 
     def sample(self, seeds: Sequence[int]) -> list[str]:
-        """Add candidates for any list of seeds (seeds already present are skipped); latents written once."""
+        """Add candidates for any list of seeds (seeds already present are skipped); latents written once.
+
+        Each image is synthesised on its own: a batched convolution may round differently, and
+        a candidate must be the image its seed gives anywhere (the person paints exactly it).
+        """
         seeds = list(seeds)
         if not seeds:
             raise DatasetGANError("no seeds to sample: give at least one")
-        step, ws, images = synth_batch(self.generator), [], []
-        for start in range(0, len(seeds), step):
-            chunk = seeds[start : start + step]
-            ws.append(self.ws(chunk))
-            images.append(self.generator.to_uint8(self.generator.synthesize(ws[-1], chunk)[0]))
-        return self.workspace.add_candidates(seeds, torch.cat(ws), torch.cat(images))
+        ws = self.ws(seeds)
+        images = torch.cat([self.generator.to_uint8(self.generator.synthesize(w[None], [seed])[0])
+                            for seed, w in zip(seeds, ws)])
+        return self.workspace.add_candidates(seeds, ws, images)
 
     def fit(self, progress: bool = True, min_fragment: int | None = None
             ) -> tuple[StyleInterpreter, TrainingHistory, dict]:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from safetensors import safe_open
 
 from datasetgan.errors import DatasetGANError, summarize
@@ -29,15 +29,18 @@ CANDIDATE_ID = re.compile(r"^[0-9]{6,10}$")
 
 
 class ClassSpec(BaseModel):
-    name: str = Field(min_length=1)
+    """A class as the config file spells it; checked as a `LabelClass` (the one check of a class)."""
+
+    name: str
     color: tuple[int, int, int]
 
-    @field_validator("color")
-    @classmethod
-    def _in_range(cls, color: tuple[int, int, int]) -> tuple[int, int, int]:
-        if not all(0 <= c <= 255 for c in color):
-            raise ValueError(f"colour components must be 0..255, got {color}")
-        return color
+    @model_validator(mode="after")
+    def _valid(self) -> "ClassSpec":
+        try:
+            LabelClass(self.name, self.color)
+        except DatasetGANError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
 
 class SamplingSettings(BaseModel):
