@@ -121,3 +121,14 @@ def test_a_typo_in_the_interpreter_settings_is_a_clear_error(annotated_workspace
     annotated_workspace.config.interpreter["membres"] = 4
     with pytest.raises(DatasetGANError, match="interpreter.*settings.*membres"):
         Pipeline(annotated_workspace, "cpu").train(progress=False)
+
+
+def test_the_sample_command_takes_any_seeds(annotated_workspace):
+    from typer.testing import CliRunner
+
+    from datasetgan.cli import app
+
+    result = CliRunner().invoke(app, ["sample", str(annotated_workspace.root), "--seeds", "2,9-10", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "2 new candidates" in result.output and "(1 already there)" in result.output
+    assert annotated_workspace.candidate_ids()[-2:] == ["000009", "000010"]

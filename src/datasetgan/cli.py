@@ -294,16 +294,19 @@ def sample(
     directory: Path = typer.Argument(..., help="Workspace folder."),
     n: int = typer.Option(20, "-n", help="Number of candidates."),
     seed: int = typer.Option(0, help="First seed; candidates use seed, seed+1, ..."),
+    seeds: str = typer.Option(None, help="Or any seeds instead of -n and --seed, e.g. 3,17,40-45."),
     device: str = DeviceOption,
 ) -> None:
     """Sample candidates to annotate (image + seed + w latent stored together)."""
     from datasetgan.pipeline import Pipeline
 
-    if n < 1:
+    if seeds is None and n < 1:
         raise DatasetGANError(f"-n must be at least 1 (got {n})")
+    chosen = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
     pipeline = Pipeline.open(directory, device)
-    added = pipeline.sample(range(seed, seed + n))
-    typer.echo(f"{len(added)} new candidates in {pipeline.workspace.candidates_dir} ({n - len(added)} already there)")
+    added = pipeline.sample(chosen)
+    typer.echo(f"{len(added)} new candidates in {pipeline.workspace.candidates_dir} "
+               f"({len(chosen) - len(added)} already there)")
 
 
 @app.command("train")

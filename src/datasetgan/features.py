@@ -61,7 +61,7 @@ def _taps(coords: Tensor, in_size: int, out_size: int) -> tuple[Tensor, Tensor, 
 def rows(level: Tensor) -> Tensor:
     """A level's pixels as rows `[N * H * W, C]`.
 
-    A view of a channels-last level (the layout `fit` and `workflow.synthesize_pyramids` keep)
+    A view of a channels-last level (the layout `fit` and `pipeline.synthesize_pyramids` keep)
     or of a single image; a copy otherwise.
     """
     return level.permute(0, 2, 3, 1).reshape(-1, level.shape[-3])
