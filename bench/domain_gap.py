@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from _tables import print_iou_table
 
-from datasetgan.demo import DemoConfig, train_and_score
+from datasetgan.demo import DemoConfig, score
 from datasetgan.segment.data import load_labelled
 from datasetgan.segment.train import predict
 from datasetgan.worlds.oracle import load_oracle, render_split
@@ -35,7 +35,7 @@ def main() -> None:
     images, _, classes = load_labelled(args.dataset)
     masks = predict(load_oracle(args.world, images.shape[-1], device), images, device)
     test = render_split(args.world, "real_test", demo.n_test, images.shape[-1])
-    scores = train_and_score("the oracle's masks", images, masks, test, len(classes), demo, device)
+    scores = score("the oracle's masks", images, masks, test, len(classes), demo, device)
     print(f"segmenter on {len(images)} generated images with the oracle's masks, tested on real, IoU %:")
     print_iou_table([c.name for c in classes], scores.iou, scores.miou)
 

@@ -6,23 +6,23 @@
 Set-up, as a user would do it: a standard 1024x1024 StyleGAN2 (z = w = 512, 8 mapping layers,
 channel_base 32768, channel_max 512; random weights: memory and speed do not depend on them),
 saved once with `save_generator`; a workspace per training run (`Workspace.init`, 10 classes,
-`features.half_precision` on or off); 16 candidates from `workflow.sample`, each annotated with
+`features.half_precision` on or off); 16 candidates from `Pipeline.sample`, each annotated with
 its brightness deciles (`save_mask`). The feature grid is 512 (`FeatureSettings.max_resolution`).
 
 Measurements, each in a fresh subprocess (`_measure`): peak RSS absolute and above the child's
 baseline (imports, generator load, a tiny interpreter warm-up that pages in the kernels' code).
-  1. `workflow.train` with fp16 and fp32 pyramid storage. One epoch of 16 images is 65,536
+  1. `Pipeline.train` with fp16 and fp32 pyramid storage. One epoch of 16 images is 65,536
      batches (hours here) and the paper's stopping rule acts from epoch 4, so the workspace sets
      max_epochs = min_epochs = 1 (the rule never fires) and the child cuts that epoch to
      `batches` batches; `train` otherwise runs unchanged, synthesis and saving included.
      fp32 runs at n images if twice the fp16 run's memory fits, else at n/4 and n/2 images,
      extrapolated linearly to n and marked as such.
-  2. Labelling one 1024 px image: `workflow.label_ws` (synthesis, labels, uncertainty).
+  2. Labelling one 1024 px image: `factory.label_ws` (synthesis, labels, uncertainty).
   3. The paper's design: every pixel's hypercolumn of every annotated image on the 512 grid,
      as one [N*512*512, D] table in fp16 plus its fp32 copy (as the official code keeps them),
      trained on through the same ensemble; measured on 1 image (2 need more than the cap) and
      extrapolated to N by the exact size of the table's rows. Its labelling: materialised
-     hypercolumns through `StyleInterpreter.predict_probs_naive`.
+     hypercolumns through `predict_probs_naive` (tests/references.py).
   4. fp16 vs fp32 storage: hypercolumn error, and predictions of interpreters trained on the
      same images with the same batches, one from each storage.
 Every child runs under a memory guard (`run_in_child_capped`): killed above CAP_GIB of RSS or
@@ -51,17 +51,23 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the naive references
 import _measure  # noqa: E402
+from references import predict_probs_naive  # noqa: E402
 
-from datasetgan import workflow  # noqa: E402
-from datasetgan.features import gather, resize  # noqa: E402
+from datasetgan import pipeline as pipeline_module  # noqa: E402
+from datasetgan.annotation import read_annotation  # noqa: E402
+from datasetgan.factory import label_ws  # noqa: E402
+from datasetgan.features import gather, resize, shrink_pyramid  # noqa: E402
 from datasetgan.formats.masks import save_mask  # noqa: E402
 from datasetgan.generators.base import Generator  # noqa: E402
 from datasetgan.generators.checkpoint import save_generator  # noqa: E402
 from datasetgan.generators.stylegan2 import StyleGAN2Generator  # noqa: E402
 from datasetgan.interpreter import _SHUFFLE, InterpreterConfig, StyleInterpreter, _member_generator  # noqa: E402
 from datasetgan.uncertainty import mutual_information, vote  # noqa: E402
-from datasetgan.workspace import Workspace, parse_classes  # noqa: E402
+from datasetgan.labels import parse_class_names  # noqa: E402
+from datasetgan.pipeline import Pipeline  # noqa: E402
+from datasetgan.workspace import Workspace  # noqa: E402
 
 GIB = 2**30
 CAP_GIB = 14.5  # per child; the guard polls, so add a few hundred MiB of overshoot: < 16 GB
@@ -94,7 +100,7 @@ def start(root: str, threads: int) -> tuple[Workspace, Generator]:
     """What every child does first: threads, the workspace's generator, warm-up, baseline."""
     torch.set_num_threads(threads)
     workspace = Workspace.open(root)
-    generator = workflow.open_generator(workspace, "cpu")
+    generator = Pipeline(workspace, "cpu").generator
     warm_up(workspace.num_classes)
     _measure.mark_baseline()
     return workspace, generator
@@ -111,7 +117,7 @@ def warm_up(classes: int) -> None:
         interpreter = StyleInterpreter(config, [4, 4, 4])
         interpreter.fit([level.to(dtype) for level in pyramid], masks, progress=False)
     interpreter.label(pyramid)
-    interpreter.predict_probs_naive(pyramid)
+    predict_probs_naive(interpreter, pyramid)
 
 
 def brightness_classes(image: np.ndarray, classes: int) -> np.ndarray:
@@ -142,25 +148,26 @@ def prepare(s: dict, tmp: str, threads: int) -> dict:
     path = Path(tmp) / "generator.safetensors"
     save_generator(network, path)
     workspace = Workspace.init(Path(tmp) / "source", str(path), class_specs(s["classes"]))
-    generator = workflow.open_generator(workspace, "cpu")
+    pipeline = Pipeline(workspace, "cpu")
+    generator = pipeline.generator
     _measure.mark_baseline()
     begin = time.perf_counter()
-    ids = workflow.sample(workspace, s["images"], seed=0, generator=generator)
+    ids = pipeline.sample(range(s["images"]))
     sample_s = time.perf_counter() - begin
     colors = [c.color for c in workspace.config.classes]
     for cid in ids:
         image = np.array(Image.open(workspace.candidate_image(cid)).convert("RGB"))
         save_mask(workspace.annotation_path(cid), brightness_classes(image, s["classes"]), colors)
-    size = workflow.feature_resolution(workspace, generator)
+    size = workspace.config.features.resolve(generator.resolution)
     native, stored = per_image_values(generator, size)
     return {"sample_s": sample_s, "memory": _measure.memory(), "generator": str(path), "ids": ids,
             "feature_dim": sum(generator.feature_channels), "size": size, "native_values": native,
             "stored_values": stored, "members": InterpreterConfig(num_classes=s["classes"]).members,
-            "library": str(Path(workflow.__file__).parent)}
+            "library": str(Path(pipeline_module.__file__).parent)}
 
 
 def class_specs(classes: int):
-    return parse_classes(",".join(["background"] + [f"bright{i}" for i in range(1, classes)]))
+    return parse_class_names(",".join(["background"] + [f"bright{i}" for i in range(1, classes)]))
 
 
 # ---- child side: our training ----
@@ -211,11 +218,10 @@ def memory_now() -> dict:
 
 def train_ours(s: dict, root: str, threads: int, batches: int) -> dict:
     workspace, generator = start(root, threads)
-    del generator  # train loads its own: the baseline holds one generator, as the brief's
     times, phases = cap_training(batches), {}
     watch_setup(phases)
     begin = time.perf_counter()
-    _, history, report = workflow.train(workspace, device="cpu", progress=False)
+    _, history, report = Pipeline(workspace, "cpu", generator).train(progress=False)
     wall = time.perf_counter() - begin
     return {"wall_s": wall, "synthesis_s": phases["setup_start"] - begin, "setup_s": phases["setup_s"],
             "batch_s": statistics.median(times), "batches_s": sum(times), "batches": history.batches,
@@ -233,10 +239,10 @@ def label_ws_of(workspace: Workspace, generator: Generator, seed: int) -> torch.
 
 def label_ours(s: dict, root: str, threads: int) -> dict:
     workspace, generator = start(root, threads)
-    interpreter = workflow.open_interpreter(workspace, "cpu")
+    interpreter = Pipeline(workspace, "cpu", generator).interpreter
     ws = label_ws_of(workspace, generator, s["label_seed"])
     begin = time.perf_counter()
-    _, labels = workflow.label_ws(generator, interpreter, ws)
+    _, labels = label_ws(generator, interpreter, ws)
     seconds = time.perf_counter() - begin
     result = {"seconds": seconds, "mask_shape": list(labels.mask.shape), "memory": _measure.memory()}
     begin = time.perf_counter()  # after the memory reading: context, not part of the measurement
@@ -245,9 +251,9 @@ def label_ours(s: dict, root: str, threads: int) -> dict:
 
 
 def naive_label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tensor):
-    """`workflow.label_ws` through materialised hypercolumns: vote, uncertainty, at image size."""
+    """`factory.label_ws` through materialised hypercolumns: vote, uncertainty, at image size."""
     _, pyramid = generator.synthesize(ws)
-    probs = interpreter.predict_probs_naive(pyramid)
+    probs = predict_probs_naive(interpreter, pyramid)
     size = (generator.resolution, generator.resolution)
     mask = F.interpolate(vote(probs)[:, None].float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
     uncertainty = F.interpolate(mutual_information(probs)[:, None], size=size, mode="bilinear")[:, 0]
@@ -256,7 +262,7 @@ def naive_label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torc
 
 def label_naive(s: dict, root: str, threads: int) -> dict:
     workspace, generator = start(root, threads)
-    interpreter = workflow.open_interpreter(workspace, "cpu")
+    interpreter = Pipeline(workspace, "cpu", generator).interpreter
     ws = label_ws_of(workspace, generator, s["label_seed"])
     begin = time.perf_counter()
     pyramid, probs, _, _ = naive_label_ws(generator, interpreter, ws)
@@ -286,8 +292,8 @@ def materialise_image(generator: Generator, ws: torch.Tensor, size: int, table: 
 def train_naive(s: dict, root: str, threads: int, images: int, batches: int) -> dict:
     workspace, generator = start(root, threads)
     ids = workspace.annotated_ids()[:images]
-    size = workflow.feature_resolution(workspace, generator)
-    targets = torch.stack([workflow.read_annotation(workspace, cid, size) for cid in ids]).flatten().long()
+    size = workspace.config.features.resolve(generator.resolution)
+    targets = torch.stack([read_annotation(workspace, cid, size) for cid in ids]).flatten().long()
     begin = time.perf_counter()
     table16 = torch.empty(images * size * size, sum(generator.feature_channels), dtype=torch.float16)
     for i, ws in enumerate(workspace.ws_for(ids)):
@@ -327,17 +333,17 @@ def naive_batches(interpreter: StyleInterpreter, table: torch.Tensor, targets: t
 def precision(s: dict, half_root: str, full_root: str, threads: int, pixels: int = 20_000) -> dict:
     """Hypercolumn error of fp16 storage, and what it does to trained interpreters' predictions."""
     workspace, generator = start(full_root, threads)
-    size = workflow.feature_resolution(workspace, generator)
+    size = workspace.config.features.resolve(generator.resolution)
     _, pyramid = generator.synthesize(label_ws_of(workspace, generator, s["label_seed"]))
-    exact = workflow.shrink_pyramid(pyramid, size, torch.float32)
-    half = workflow.shrink_pyramid(pyramid, size, torch.float16)
+    exact = shrink_pyramid(pyramid, size, torch.float32)
+    half = shrink_pyramid(pyramid, size, torch.float16)
     stored_err = max((a - b.float()).abs().max().item() for a, b in zip(exact, half, strict=True))
     rng = torch.Generator().manual_seed(0)
     ys, xs = (torch.randint(0, size, (pixels,), generator=rng) for _ in range(2))
     col32, col16 = gather(exact, ys, xs, size), gather(half, ys, xs, size)
     err = (col32 - col16).abs()
-    trained16 = workflow.open_interpreter(Workspace.open(half_root), "cpu")
-    trained32 = workflow.open_interpreter(workspace, "cpu")
+    trained16 = Pipeline(Workspace.open(half_root), "cpu", generator).interpreter
+    trained32 = Pipeline(workspace, "cpu", generator).interpreter
     p16, p32 = trained16.predict_probs(exact), trained32.predict_probs(exact)
     p32_half = trained32.predict_probs(half)  # same weights, fp16-rounded input: inference alone
     return {"stored_max_abs": stored_err, "value_max_abs": max(a.abs().max().item() for a in exact),
@@ -522,7 +528,7 @@ def notes(s: Setting, out: dict) -> list[str]:
     lines.append(f"{s.resolution} px generator, D = {d} features per pixel, feature grid {size}x{size}; "
                  f"one image's pyramid: {info['native_values'] * 4 / GIB:.2f} GiB fp32 native, stored for training "
                  f"{info['stored_values'] * 4 / GIB:.2f} GiB fp32 / {info['stored_values'] * 2 / GIB:.2f} GiB fp16; "
-                 f"workflow.sample of {s.images} images: {info['sample_s']:.0f} s; children imported {info['library']}")
+                 f"Pipeline.sample of {s.images} images: {info['sample_s']:.0f} s; children imported {info['library']}")
     headline = out["train"][(True, s.images)]
     if "error" not in headline:
         peak_gb = headline["memory"]["peak_mib"] * 2**20 / 1e9

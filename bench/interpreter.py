@@ -12,7 +12,7 @@ Peak memory: one fresh subprocess per measurement, ru_maxrss at its end, absolut
 the child's baseline (taken after imports, the generator build and a warm-up on a tiny pyramid,
 which loads the kernels' code pages that RSS would otherwise charge to the measurement).
   1. training: `StyleInterpreter.fit` on the stored native pyramid (fp32 and fp16) vs the
-     paper's design: every pixel's hypercolumn (`features.hypercolumns`) materialised as one
+     paper's design: every pixel's hypercolumn (`hypercolumns` of tests/references.py) materialised as one
      [N*S*S, D] table, kept in fp16 *and* in fp32 as the official code does, and the same
      batched ensemble trained on its fp32 rows. Memory children run `memory_batches` batches;
      batch times come from one child that interleaves the three paths batch by batch (same
@@ -21,7 +21,7 @@ which loads the kernels' code pages that RSS would otherwise charge to the measu
      extrapolated linearly to 16, marked as such.
   2. inference: one image, all members' probabilities then vote + mutual information, with
      `predict_probs` vs `predict_probs_naive` (same trained weights); max abs difference.
-  3. throughput, batch 8: `Generator.synthesize` vs `workflow.label_ws` (synthesize + label).
+  3. throughput, batch 8: `Generator.synthesize` vs `factory.label_ws` (synthesize + label).
 The pyramids are synthesised once, in their own child, and stored; the measurements load them.
 Batches: builtin-64 1500 training batches, standard-256 300 (8-12 minutes in all at load 2-4).
 
@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -50,17 +51,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datasetgan.features import feature_dim, hypercolumns
+from datasetgan.factory import label_ws
+from datasetgan.features import feature_dim
 from datasetgan.generators.base import Generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.generators.stylegan2_generator import StyleGAN2
 from datasetgan.interpreter import (
     _SHUFFLE,
     InterpreterConfig,
     StyleInterpreter,
     _member_generator,
 )
+from datasetgan.pipeline import synthesize_pyramids
 from datasetgan.uncertainty import mutual_information, vote
-from datasetgan.workflow import label_ws, synthesize_pyramids
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from references import hypercolumns, predict_probs_naive  # noqa: E402  (the naive references)
 
 PIXELS_PER_BATCH = 64  # InterpreterConfig's default batch, per member
 THROUGHPUT_BATCH = 8
@@ -105,7 +111,7 @@ def build_generator(s: dict) -> Generator:
         mapping_kwargs={"num_layers": s["mapping_layers"]},
         synthesis_kwargs={"channel_base": s["channel_base"], "channel_max": s["channel_max"]},
     )
-    return Generator(network, "cpu")
+    return StyleGAN2(network, "cpu")
 
 
 def start(s: dict, threads: int) -> Generator:
@@ -133,7 +139,7 @@ def warm_up() -> None:
         interpreter = StyleInterpreter(config, [4, 4, 4])
         interpreter.fit([level.to(dtype) for level in pyramid], masks, progress=False)
     label_one(interpreter.predict_probs, pyramid)
-    label_one(interpreter.predict_probs_naive, pyramid)
+    label_one(partial(predict_probs_naive, interpreter), pyramid)
     interpreter.label(pyramid)
     materialise(pyramid, 8).float()
 
@@ -184,7 +190,7 @@ def new_interpreter(s: dict, generator: Generator) -> StyleInterpreter:
 
 
 def prep(s: dict, workdir: str, threads: int) -> dict:
-    """Synthesise the annotated images' pyramids with `workflow.synthesize_pyramids` and store them."""
+    """Synthesise the annotated images' pyramids with `pipeline.synthesize_pyramids` and store them."""
     generator = start(s, threads)
     ws = generator.ws_from_seeds(range(s["images"]))
     started = time.perf_counter()
@@ -334,7 +340,7 @@ def infer(s: dict, workdir: str, threads: int, naive: bool, repeats: int) -> dic
     start(s, threads)
     interpreter = StyleInterpreter.load(Path(workdir) / "interpreter", "cpu")
     one = load_pyramid(Path(workdir), torch.float32, 1)
-    predict = interpreter.predict_probs_naive if naive else interpreter.predict_probs
+    predict = partial(predict_probs_naive, interpreter) if naive else interpreter.predict_probs
     times = []
     for _ in range(repeats):
         begin = time.perf_counter()

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from _tables import print_iou_table
 
-from datasetgan import workflow
 from datasetgan.formats.masks import load_mask
 from datasetgan.metrics import ConfusionMeter
+from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
 from datasetgan.worlds.oracle import annotate_candidates, load_oracle
 
@@ -33,10 +33,10 @@ def heldout_iou(workspace: Path, n: int, seed: int, world: str) -> tuple[list[st
         copy = Path(tmp) / "workspace"
         shutil.copytree(workspace, copy, ignore=shutil.ignore_patterns("datasets"))
         ws, device = Workspace.open(copy), torch.device("cpu")
-        ids = [c for c in workflow.sample(ws, n, seed=seed, device=device) if c not in ws.annotated_ids()]
-        resolution = workflow.candidate_size(ws, ids[0])[0]
-        annotate_candidates(ws, load_oracle(world, resolution, device), ids, device)
-        predicted = workflow.label(ws, ids, device).mask
+        pipeline = Pipeline(ws, device)
+        ids = [c for c in pipeline.sample(range(seed, seed + n)) if c not in ws.annotated_ids()]
+        annotate_candidates(ws, load_oracle(world, pipeline.generator.resolution, device), ids, device)
+        predicted = pipeline.label(ids).mask
         truth = torch.from_numpy(np.stack([load_mask(ws.annotation_path(c)) for c in ids]))
         meter = ConfusionMeter(ws.num_classes)
         meter.update(predicted, truth)

@@ -4,6 +4,7 @@ The rule (class by brightness) stands in for a person: it is a deterministic fun
 the image, so an interpreter has something real to learn.
 """
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,11 @@ from PIL import Image
 from datasetgan.formats.masks import save_mask
 from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.generators.stylegan2_generator import StyleGAN2
+from datasetgan.interpreter import StyleInterpreter
+from datasetgan.pipeline import Pipeline
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import parse_classes
 
 TINY_INTERPRETER = {"members": 3, "min_epochs": 1, "max_epochs": 2}
 # Outputs of the original implementations; CI lays a copy of shared/ beside the clone
@@ -76,11 +81,9 @@ def brightness_mask(image_path: Path) -> np.ndarray:
 
 def make_workspace(root: Path, classes: str, n: int, interpreter: dict, resolution: int = 32) -> Workspace:
     """A workspace over a random StyleGAN2 with n candidates (seeds 0..n-1)."""
-    from datasetgan.workflow import sample
-
     generator = make_tiny_generator(root / "generator.safetensors", resolution)
     workspace = Workspace.init(root / "ws", str(generator), parse_classes(classes), interpreter=interpreter)
-    sample(workspace, n, device="cpu")
+    Pipeline(workspace, "cpu").sample(range(n))
     return workspace
 
 
@@ -92,11 +95,28 @@ def tiny_generator(tmp_path: Path) -> Path:
 @pytest.fixture
 def annotated_workspace(tmp_path: Path, tiny_generator: Path) -> Workspace:
     """Four candidates, each annotated by the brightness rule."""
-    from datasetgan.workflow import sample
-
     workspace = Workspace.init(tmp_path / "ws", str(tiny_generator), parse_classes("background,bright,dark"),
                                interpreter=TINY_INTERPRETER)
-    for cid in sample(workspace, 4, device="cpu"):
+    for cid in Pipeline(workspace, "cpu").sample(range(4)):
         save_mask(workspace.annotation_path(cid), brightness_mask(workspace.candidate_image(cid)),
                   [c.color for c in workspace.label_classes])
     return workspace
+
+
+@pytest.fixture
+def loads(monkeypatch) -> Counter:
+    """Counts, from here on, generators built and interpreters read from disk (the real ones run)."""
+    counts: Counter = Counter()
+    build, read = StyleGAN2.__init__, StyleInterpreter.load.__func__
+
+    def counted_build(self, *args, **kwargs):
+        counts["generator"] += 1
+        build(self, *args, **kwargs)
+
+    def counted_read(cls, *args, **kwargs):
+        counts["interpreter"] += 1
+        return read(cls, *args, **kwargs)
+
+    monkeypatch.setattr(StyleGAN2, "__init__", counted_build)
+    monkeypatch.setattr(StyleInterpreter, "load", classmethod(counted_read))
+    return counts

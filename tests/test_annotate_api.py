@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient  # needs httpx, a dev extra
 from PIL import Image
 
 from conftest import make_workspace
-from datasetgan import workflow
 from datasetgan.annotate.server import create_app
-from datasetgan.formats.masks import load_mask
+from datasetgan.formats.masks import load_mask, save_mask
+from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
 
 SIZE = 32
@@ -231,7 +231,7 @@ def test_train_now_then_pre_annotation(client, workspace):
     assert (workspace.interpreter_dir / "config.json").is_file()
     assert not (workspace.root / ".interpreter-training").exists()
 
-    expected = workflow.label(workspace, ["000001"], device="cpu")
+    expected = Pipeline(workspace, "cpu").label(["000001"])
     raw = client.get("/api/candidates/000001/mask", params={"format": "raw"})
     assert raw.headers["x-mask-source"] == "prediction"
     assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(SIZE, SIZE), expected.mask[0].numpy())
@@ -256,3 +256,23 @@ def test_serve_binds_loopback_and_warns_on_other_hosts(workspace, monkeypatch, c
     server.serve(workspace, host="0.0.0.0", port=9000)
     assert calls[-1] == {"host": "0.0.0.0", "port": 9000, "log_level": "warning"}
     assert "no authentication" in capsys.readouterr().err
+
+
+def test_one_studio_process_builds_one_generator_and_swaps_only_the_interpreter(workspace, loads):
+    save_mask(workspace.annotation_path("000002"), halves(0, 1), [c.color for c in workspace.label_classes])
+    Pipeline(workspace, "cpu").train(progress=False)  # an interpreter on disk, as `datasetgan train` leaves it
+    loads.clear()
+    with TestClient(create_app(workspace, device="cpu")) as client:
+        for cid in ("000000", "000001"):
+            assert client.get(f"/api/candidates/{cid}/mask").headers["x-mask-source"] == "prediction"
+            assert client.get(f"/api/candidates/{cid}/uncertainty").status_code == 200
+        assert loads == {"generator": 1, "interpreter": 1}  # read once, then kept
+        put_mask(client, "000000", halves(1, 2).tobytes())
+        client.post("/api/train")
+        assert wait_for_training(client)["state"] == "done"
+        raw = client.get("/api/candidates/000001/mask", params={"format": "raw"})
+        assert client.get("/api/candidates", params={"scores": True}).json()["interpreter"] is True
+    # the trained interpreter is used as trained: the same labels as reading it back, never re-read
+    assert loads == {"generator": 1, "interpreter": 1}
+    expected = Pipeline(workspace, "cpu").label(["000001"]).mask[0].numpy()
+    assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(SIZE, SIZE), expected)

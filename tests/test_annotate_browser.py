@@ -18,9 +18,9 @@ from playwright.sync_api import sync_playwright
 import uvicorn
 
 from conftest import make_workspace
-from datasetgan import workflow
 from datasetgan.annotate.server import create_app
 from datasetgan.formats.masks import IGNORE, load_mask, save_image, save_mask
+from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -191,7 +191,7 @@ def test_train_now_pre_annotates_and_a_reload_shows_the_saved_mask(page, tmp_pat
         page.click("#train")
         page.wait_for_selector('#train-status[data-state="done"]')
         page.wait_for_selector('#stage[data-candidate="000001"][data-source="prediction"]', state="attached")
-        predicted = workflow.label(workspace, ["000001"], device="cpu").mask[0].numpy()
+        predicted = Pipeline(workspace, "cpu").label(["000001"]).mask[0].numpy()
         assert np.array_equal(page_mask(page, 32), predicted)
 
         page.keyboard.press("h")

@@ -10,8 +10,9 @@ from conftest import TINY_INTERPRETER, brightness_mask, make_tiny_generator
 from datasetgan.errors import DatasetGANError
 from datasetgan.experiments import bench_config, run_benchmark, select_subset
 from datasetgan.formats.masks import save_mask
-from datasetgan.workflow import sample
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.pipeline import Pipeline
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import parse_classes
 
 
 def records(scores: list[float], first_seed: int = 100) -> list[dict]:
@@ -44,7 +45,7 @@ def brightness_painter(workspace: Workspace, ids: list[str]) -> None:
 def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path):
     generator = make_tiny_generator(tmp_path / "tiny.safetensors")
     painted = Workspace.init(tmp_path / "painted", str(generator), parse_classes("world:faces"))
-    brightness_painter(painted, sample(painted, 2, device="cpu"))
+    brightness_painter(painted, Pipeline(painted, "cpu").sample(range(2)))
     cfg = bench_config(generator=str(generator), annotations=str(painted.annotations_dir), seeds=[0], steps=2,
                        batch_size=4, n_test=6, sizes=[8, 16], main_size=16, drops=[0.0, 0.25], main_drop=0.25,
                        t6_counts=[2], t6_start=1, t6_size=8, select_pool=4, interpreter=TINY_INTERPRETER)

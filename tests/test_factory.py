@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from datasetgan import factory, workflow
+from datasetgan import factory
 from datasetgan.errors import DatasetGANError
+from datasetgan.factory import FIRST_SEED
+from datasetgan.formats.dataset import read_manifest, sample_name
 from datasetgan.formats.masks import load_mask
+from datasetgan.pipeline import Pipeline
 
 
 @pytest.fixture
 def trained(annotated_workspace):
-    workflow.train(annotated_workspace, device="cpu", progress=False)
+    Pipeline(annotated_workspace, "cpu").train(progress=False)
     return annotated_workspace
 
 
@@ -28,9 +31,9 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def test_generation_writes_a_complete_manifest(trained):
-    folder = factory.generate(trained, "ds", 10, batch_size=4, drop_uncertain=0.2, device="cpu", progress=False)
-    records = factory.read_manifest(folder, kept_only=False)
-    assert [r["seed"] for r in records] == list(range(10))
+    folder = Pipeline(trained, "cpu").generate("ds", 10, batch_size=4, drop_uncertain=0.2, progress=False)
+    records = read_manifest(folder, kept_only=False)
+    assert [r["seed"] for r in records] == list(range(FIRST_SEED, FIRST_SEED + 10))
     assert sum(not r["kept"] for r in records) == 2
     dropped = {r["seed"] for r in records if not r["kept"]}
     top_two = {r["seed"] for r in sorted(records, key=lambda r: -r["score"])[:2]}
@@ -44,28 +47,29 @@ def test_generation_writes_a_complete_manifest(trained):
 
 
 def test_same_seeds_give_the_same_bytes(trained):
-    a = factory.generate(trained, "a", 6, batch_size=3, device="cpu", progress=False)
-    b = factory.generate(trained, "b", 6, batch_size=3, device="cpu", progress=False)
+    a = Pipeline(trained, "cpu").generate("a", 6, batch_size=3, progress=False)
+    b = Pipeline(trained, "cpu").generate("b", 6, batch_size=3, progress=False)
     assert files(a) == files(b)
 
 
 def test_redoing_an_unfinished_batch_restores_identical_files(trained):
-    folder = factory.generate(trained, "ds", 8, batch_size=4, device="cpu", progress=False)
+    folder = Pipeline(trained, "cpu").generate("ds", 8, batch_size=4, progress=False)
     reference = files(folder)
-    (folder / "parts" / "0000000004.jsonl").unlink()  # as if killed before the batch was recorded
-    (folder / "images" / "0000000005.png").unlink()
+    (folder / "parts" / f"{sample_name(FIRST_SEED + 4)}.jsonl").unlink()  # as if killed before the batch was recorded
+    (folder / "images" / f"{sample_name(FIRST_SEED + 5)}.png").unlink()
     (folder / "manifest.jsonl").unlink()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (folder / "images" / f".0000000005.png.{int(dead.stdout)}.0a1b2c3d.tmp").write_bytes(b"half a png")
-    factory.generate(trained, "ds", 8, batch_size=4, device="cpu", progress=False)
+    orphan = f".{sample_name(FIRST_SEED + 5)}.png.{int(dead.stdout)}.0a1b2c3d.tmp"
+    (folder / "images" / orphan).write_bytes(b"half a png")
+    Pipeline(trained, "cpu").generate("ds", 8, batch_size=4, progress=False)
     assert files(folder) == reference  # the killed writer's temporary is gone too
 
 
 def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(trained):
     script = (
-        "import sys, torch; from datasetgan import factory; from datasetgan.workspace import Workspace; "
+        "import sys, torch; from datasetgan.pipeline import Pipeline; "
         "torch.set_num_threads(1); "  # as this process (conftest), so both runs reduce in the same order
-        "factory.generate(Workspace.open(sys.argv[1]), 'killed', 120, batch_size=2, device='cpu', progress=False)"
+        "Pipeline.open(sys.argv[1], 'cpu').generate('killed', 120, batch_size=2, progress=False)"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(trained.root)])
     parts = trained.datasets_dir / "killed" / "parts"
@@ -75,34 +79,46 @@ def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(trained):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (trained.datasets_dir / "killed" / "manifest.jsonl").exists(), "killed too late to test a resume"
-    folder = factory.generate(trained, "killed", 120, batch_size=2, device="cpu", progress=False)
-    reference = factory.generate(trained, "straight", 120, batch_size=2, device="cpu", progress=False)
+    folder = Pipeline(trained, "cpu").generate("killed", 120, batch_size=2, progress=False)
+    reference = Pipeline(trained, "cpu").generate("straight", 120, batch_size=2, progress=False)
     assert files(folder) == files(reference)
-    seeds = [r["seed"] for r in factory.read_manifest(folder, kept_only=False)]
-    assert seeds == list(range(120))  # no duplicates, no gaps
+    seeds = [r["seed"] for r in read_manifest(folder, kept_only=False)]
+    assert seeds == list(range(FIRST_SEED, FIRST_SEED + 120))  # no duplicates, no gaps
     assert not list(folder.rglob("*.tmp"))
 
 
 def test_shards_merge_into_the_same_dataset(trained):
     for index in range(3):
-        factory.generate(trained, f"shard{index}", 12, batch_size=2, shard=(index, 3), device="cpu", progress=False)
+        Pipeline(trained, "cpu").generate(f"shard{index}", 12, batch_size=2, shard=(index, 3), progress=False)
     assert not (trained.datasets_dir / "shard0" / "manifest.jsonl").exists()
     merged = factory.merge(trained.datasets_dir / "shard0",
                            [trained.datasets_dir / "shard1", trained.datasets_dir / "shard2"])
-    whole = factory.generate(trained, "whole", 12, batch_size=2, device="cpu", progress=False)
+    whole = Pipeline(trained, "cpu").generate("whole", 12, batch_size=2, progress=False)
     assert files(merged) == files(whole)
 
 
 def test_resume_with_other_settings_is_refused(trained):
-    factory.generate(trained, "ds", 4, batch_size=2, device="cpu", progress=False)
+    Pipeline(trained, "cpu").generate("ds", 4, batch_size=2, progress=False)
     with pytest.raises(DatasetGANError, match="other settings"):
-        factory.generate(trained, "ds", 6, batch_size=2, device="cpu", progress=False)
+        Pipeline(trained, "cpu").generate("ds", 6, batch_size=2, progress=False)
 
 
 def test_bad_arguments(trained):
     with pytest.raises(DatasetGANError, match="at least 1"):
-        factory.generate(trained, "x", 0, device="cpu")
+        Pipeline(trained, "cpu").generate("x", 0)
     with pytest.raises(DatasetGANError, match="drop-uncertain"):
-        factory.generate(trained, "x", 4, drop_uncertain=1.5, device="cpu")
+        Pipeline(trained, "cpu").generate("x", 4, drop_uncertain=1.5)
     with pytest.raises(DatasetGANError, match="shard"):
-        factory.generate(trained, "x", 4, shard=(3, 3), device="cpu")
+        Pipeline(trained, "cpu").generate("x", 4, shard=(3, 3))
+
+
+def test_one_generate_command_builds_one_generator_and_reads_the_interpreter_once(trained, loads):
+    from typer.testing import CliRunner
+
+    from datasetgan.cli import app
+
+    loads.clear()
+    result = CliRunner().invoke(app, ["generate", str(trained.root), "-n", "6", "--batch-size", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(read_manifest(trained.datasets_dir / "synthetic", kept_only=False)) == 6
+    assert loads == {"generator": 1, "interpreter": 1}

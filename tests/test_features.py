@@ -5,11 +5,12 @@ from datasetgan.features import (
     feature_channels,
     feature_dim,
     gather,
-    hypercolumns,
     merge_levels,
     resize,
     rows,
 )
+
+from references import hypercolumns
 
 # (channels, resolution) of a small StyleGAN-like pyramid: two maps per block after the first.
 LEVELS = [(8, 4), (8, 8), (6, 8), (5, 16), (4, 16), (3, 32)]

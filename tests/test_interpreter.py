@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.features import feature_channels, gather, hypercolumns
+from datasetgan.features import feature_channels, gather
 from datasetgan.interpreter import (
     _SHUFFLE,
     CONFIG_FILE,
@@ -16,6 +16,8 @@ from datasetgan.interpreter import (
     StyleInterpreter,
     _member_generator,
 )
+
+from references import hypercolumns, predict_probs_naive
 
 LEVELS = [(8, 4), (8, 8), (6, 8), (5, 16), (4, 16), (3, 32)]
 SIZE = 16
@@ -204,7 +206,7 @@ def test_a_half_precision_pyramid_trains_like_a_float_one():
 def test_factorised_inference_equals_naive(size):
     pyramid = random_pyramid(n=3)
     interpreter = randomise(StyleInterpreter(config(hidden=(12, 6)), feature_channels(pyramid)))
-    naive = interpreter.predict_probs_naive(pyramid, size)
+    naive = predict_probs_naive(interpreter, pyramid, size)
     assert naive.shape == (3, 3, 4, size, size)
     assert (interpreter.predict_probs(pyramid, size) - naive).abs().max() < 1e-5
     # Tiny chunks: one pixel at a time; then bands of 7 pixels, the last one short.
@@ -216,7 +218,7 @@ def test_factorised_inference_equals_naive(size):
 def test_factorised_inference_in_groups_of_members():
     pyramid = random_pyramid()
     interpreter = randomise(StyleInterpreter(config(hidden=(200, 6)), feature_channels(pyramid)))
-    naive = interpreter.predict_probs_naive(pyramid, 13)
+    naive = predict_probs_naive(interpreter, pyramid, 13)
     # 200 first-layer channels a member: members go two by two, the last one alone
     assert (interpreter.predict_probs(pyramid, 13) - naive).abs().max() < 1e-5
 
@@ -224,7 +226,7 @@ def test_factorised_inference_in_groups_of_members():
 def test_factorised_inference_reads_half_precision():
     pyramid = [level.half() for level in random_pyramid()]
     interpreter = randomise(StyleInterpreter(config(hidden=(12, 6)), feature_channels(pyramid)))
-    naive = interpreter.predict_probs_naive(pyramid, 24)
+    naive = predict_probs_naive(interpreter, pyramid, 24)
     assert naive.dtype == torch.float32
     assert (interpreter.predict_probs(pyramid, 24) - naive).abs().max() < 1e-5
 

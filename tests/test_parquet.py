@@ -13,7 +13,7 @@ from PIL import Image
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import prepare_output, write_classes, write_pairs
 from datasetgan.formats.parquet import export_parquet
-from datasetgan.worlds import LabelClass
+from datasetgan.labels import LabelClass
 
 CLASSES = [LabelClass("background", (0, 0, 0)), LabelClass("skin", (200, 150, 120))]
 NAMES = ["0000000010", "0000000011", "0000000012"]

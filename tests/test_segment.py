@@ -9,10 +9,10 @@ import pytest
 import torch
 from torchvision import models as tv_models
 
-from datasetgan import factory, workflow
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import prepare_output, write_classes, write_pairs
 from datasetgan.metrics import scores_from_confusion
+from datasetgan.pipeline import Pipeline
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
 from datasetgan.segment.evaluate import cross_validate, make_folds, per_image_confusion
 from datasetgan.segment.models import build_segmenter, cached_weights_path
@@ -43,8 +43,8 @@ def test_plain_folder_loads_exactly(tmp_path):
 
 
 def test_generated_dataset_loads_only_kept_samples(annotated_workspace):
-    workflow.train(annotated_workspace, device="cpu", progress=False)
-    folder = factory.generate(annotated_workspace, "ds", 10, drop_uncertain=0.3, batch_size=5, device="cpu",
+    Pipeline(annotated_workspace, "cpu").train(progress=False)
+    folder = Pipeline(annotated_workspace, "cpu").generate("ds", 10, drop_uncertain=0.3, batch_size=5,
                               progress=False)
     images, masks, classes = load_labelled(folder)
     assert len(images) == 7 and masks.shape == (7, 32, 32) and len(classes) == 3

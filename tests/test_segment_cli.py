@@ -15,9 +15,10 @@ from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from datasetgan import factory, workflow
 from datasetgan.cli import app
 from datasetgan.errors import DatasetGANError
+from datasetgan.formats.dataset import read_manifest
+from datasetgan.pipeline import Pipeline
 from datasetgan.segment.data import labelled_names, load_labelled
 from datasetgan.segment.train import evaluate, load_segmenter
 
@@ -118,10 +119,10 @@ def test_five_fold_selection_scores_each_fold_with_its_chosen_checkpoint(data, t
 
 
 def test_training_on_a_generated_dataset_uses_its_kept_samples(annotated_workspace, tmp_path):
-    workflow.train(annotated_workspace, device="cpu", progress=False)
-    dataset = factory.generate(annotated_workspace, "ds", 10, drop_uncertain=0.3, batch_size=5, device="cpu",
+    Pipeline(annotated_workspace, "cpu").train(progress=False)
+    dataset = Pipeline(annotated_workspace, "cpu").generate("ds", 10, drop_uncertain=0.3, batch_size=5,
                                progress=False)
-    kept = {r["name"] for r in factory.read_manifest(dataset)}
+    kept = {r["name"] for r in read_manifest(dataset)}
     ok("segment", "train", dataset, "--out", tmp_path / "run", "--epochs", 1, "--batch-size", 3)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train_images"] + len(config["val_names"]) == len(kept) == 7

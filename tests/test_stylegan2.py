@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from conftest import reference_fixture
 from datasetgan.errors import DatasetGANError
-from datasetgan.generators.base import Generator
 from datasetgan.generators.checkpoint import load_network, save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.generators.stylegan2_generator import StyleGAN2
 
 FIXTURE = "stylegan2_reference_64.safetensors"
 TOL = 1e-4
@@ -84,7 +84,7 @@ def test_every_feature_matches_reference(reference):
 
 def test_generator_interface_reproduces_reference(reference):
     network, t, _ = reference
-    img, _ = Generator(network, device="cpu").synthesize(t["psi070.ws"])
+    img, _ = StyleGAN2(network, device="cpu").synthesize(t["psi070.ws"])
     assert close(img, t["psi070.img"].clamp(-1, 1))
 
 
@@ -167,7 +167,7 @@ def test_double_backward_through_synthesis():
 
 
 def test_synthesize_is_deterministic_with_documented_pyramid():
-    generator = Generator(tiny_network(), device="cpu")
+    generator = StyleGAN2(tiny_network(), device="cpu")
     ws = generator.ws_from_seeds([42, 7])
     img, pyramid = generator.synthesize(ws)
     img2, pyramid2 = generator.synthesize(generator.ws_from_seeds([42, 7]))
@@ -178,16 +178,24 @@ def test_synthesize_is_deterministic_with_documented_pyramid():
     for f, c, r in zip(pyramid, generator.feature_channels, generator.feature_resolutions):
         assert f.shape == (2, c, r, r)
     assert generator.feature_resolutions == [4, 8, 8, 16, 16]
+    assert [layer.name for layer in generator.feature_layers] == ["b4.conv1", "b8.conv0", "b8.conv1", "b16.conv0",
+                                                                  "b16.conv1"]
+
+
+def test_conditional_latents_are_refused_for_now():
+    generator = StyleGAN2(tiny_network(), device="cpu")
+    with pytest.raises(DatasetGANError, match="conditional"):
+        generator.ws_from_seeds([1], class_ids=[0])
 
 
 def test_seeds_follow_nvidia_convention():
-    generator = Generator(tiny_network(), device="cpu")
+    generator = StyleGAN2(tiny_network(), device="cpu")
     z = generator.zs_from_seeds([42])
     assert torch.equal(z[0], torch.from_numpy(np.random.RandomState(42).randn(16)).float())
 
 
 def test_to_uint8():
-    out = Generator.to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0]))
+    out = StyleGAN2.to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0]))
     assert out.dtype == torch.uint8 and out.tolist() == [0, 128, 255, 255]
 
 
@@ -199,8 +207,8 @@ def test_save_load_round_trip(tmp_path):
     save_generator(network, tmp_path / "g.safetensors")
     loaded = load_network(tmp_path / "g.safetensors")
     assert loaded.init_kwargs == network.init_kwargs
-    ws = Generator(network, device="cpu").ws_from_seeds([1, 2])
-    assert torch.equal(Generator(network, "cpu").synthesize(ws)[0], Generator(loaded, "cpu").synthesize(ws)[0])
+    ws = StyleGAN2(network, device="cpu").ws_from_seeds([1, 2])
+    assert torch.equal(StyleGAN2(network, "cpu").synthesize(ws)[0], StyleGAN2(loaded, "cpu").synthesize(ws)[0])
 
 
 def test_mismatched_weights_raise(tmp_path):

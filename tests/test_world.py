@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.worlds import WORLD_NAMES, LabelClass, get_world
+from datasetgan.labels import LabelClass
+from datasetgan.worlds import WORLD_NAMES, get_world
 from datasetgan.worlds.faces import FacesWorld
 
 

@@ -55,24 +55,10 @@ def world_render(
     start: int = typer.Option(0, help="Offset of the first seed within the split."),
 ) -> None:
     """Render world images with their exact index masks."""
-    from datasetgan.formats.dataset import prepare_output, write_classes, write_pairs
-    from datasetgan.worlds import get_world
+    from datasetgan.worlds import render_folder
 
-    if n < 1:
-        raise DatasetGANError(f"--n must be at least 1 (got {n})")
-    source = get_world(world)
-    check_resolution(resolution)
-    if split not in source.seed_ranges:
-        raise DatasetGANError(f"unknown split {split!r}: choose from {', '.join(source.seed_ranges)}")
-    seeds = list(source.seed_ranges[split][start : start + n])
-    folder = prepare_output(out)
-    write_classes(folder, source.classes)
-    for i in range(0, len(seeds), 256):
-        chunk = seeds[i : i + 256]
-        images, labels = source.render(chunk, resolution)
-        write_pairs(folder, (f"{s:010d}" for s in chunk), images.permute(0, 2, 3, 1).numpy(), labels.numpy(),
-                    source.classes)
-    typer.echo(f"wrote {len(seeds)} {world} images with masks to {folder}")
+    folder, written = render_folder(world, out, n, check_resolution(resolution), split, start)
+    typer.echo(f"wrote {written} {world} images with masks to {folder}")
 
 
 @world_app.command("preview")
@@ -86,18 +72,9 @@ def world_preview(
 ) -> None:
     """A picture of world images with their exact masks overlaid."""
     from datasetgan.formats.masks import save_image
-    from datasetgan.viz import grid, overlay
-    from datasetgan.worlds import get_world
+    from datasetgan.worlds import preview
 
-    if n < 1:
-        raise DatasetGANError(f"--n must be at least 1 (got {n})")
-    source = get_world(world)
-    images, labels = source.render(list(source.seed_ranges[split][:n]), check_resolution(resolution))
-    colors = [c.color for c in source.classes]
-    tiles = []
-    for image, label in zip(images.permute(0, 2, 3, 1).numpy(), labels.numpy()):
-        tiles += [image, overlay(image, label, colors, alpha=0.6)]
-    save_image(out, grid(tiles, columns=8, scale=scale))
+    save_image(out, preview(world, n, check_resolution(resolution), split, scale))
     typer.echo(f"wrote {out}")
 
 
@@ -156,15 +133,14 @@ def oracle_annotate(
     device: str = DeviceOption,
 ) -> None:
     """Annotate every unannotated candidate with the oracle (a stand-in for a person)."""
-    from datasetgan.workflow import open_generator
-    from datasetgan.workspace import Workspace
+    from datasetgan.pipeline import Pipeline
     from datasetgan.worlds.oracle import annotate_candidates, load_oracle
 
-    workspace = Workspace.open(directory)
+    pipeline = Pipeline.open(directory, device)
+    workspace = pipeline.workspace
     todo = sorted(set(workspace.candidate_ids()) - set(workspace.annotated_ids()))
-    dev = resolve_device(device)
-    resolution = open_generator(workspace, dev).resolution
-    annotate_candidates(workspace, load_oracle(world, resolution, dev), todo, dev)
+    oracle = load_oracle(world, pipeline.generator.resolution, pipeline.device)
+    annotate_candidates(workspace, oracle, todo, pipeline.device)
     typer.echo(f"annotated {len(todo)} candidates in {workspace.annotations_dir}")
 
 
@@ -304,7 +280,8 @@ def init(
 ) -> None:
     """Create a workspace: config (generator, classes, settings) and its folders."""
     from datasetgan.generators.registry import load_network_ref
-    from datasetgan.workspace import SamplingSettings, Workspace, parse_classes
+    from datasetgan.workspace import SamplingSettings, Workspace
+    from datasetgan.worlds import parse_classes
 
     load_network_ref(generator)  # fail now, not at the first sample, if the generator is wrong
     workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=SamplingSettings(psi=psi))
@@ -317,15 +294,19 @@ def sample(
     directory: Path = typer.Argument(..., help="Workspace folder."),
     n: int = typer.Option(20, "-n", help="Number of candidates."),
     seed: int = typer.Option(0, help="First seed; candidates use seed, seed+1, ..."),
+    seeds: str = typer.Option(None, help="Or any seeds instead of -n and --seed, e.g. 3,17,40-45."),
     device: str = DeviceOption,
 ) -> None:
     """Sample candidates to annotate (image + seed + w latent stored together)."""
-    from datasetgan.workflow import sample as sample_step
-    from datasetgan.workspace import Workspace
+    from datasetgan.pipeline import Pipeline
 
-    workspace = Workspace.open(directory)
-    added = sample_step(workspace, n, seed, device)
-    typer.echo(f"{len(added)} new candidates in {workspace.candidates_dir} ({n - len(added)} already there)")
+    if seeds is None and n < 1:
+        raise DatasetGANError(f"-n must be at least 1 (got {n})")
+    chosen = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
+    pipeline = Pipeline.open(directory, device)
+    added = pipeline.sample(chosen)
+    typer.echo(f"{len(added)} new candidates in {pipeline.workspace.candidates_dir} "
+               f"({len(chosen) - len(added)} already there)")
 
 
 @app.command("train")
@@ -334,13 +315,12 @@ def train_interpreter(
     device: str = DeviceOption,
 ) -> None:
     """Train the style interpreter (ensemble of pixel MLPs) on the annotated candidates."""
-    from datasetgan.workflow import train
-    from datasetgan.workspace import Workspace
+    from datasetgan.pipeline import Pipeline
 
-    workspace = Workspace.open(directory)
-    _, history, report = train(workspace, device)
+    pipeline = Pipeline.open(directory, device)
+    _, history, report = pipeline.train()
     typer.echo(json.dumps({**report, "batches": history.batches, "final_loss": history.epoch_losses[-1],
-                           "saved": str(workspace.interpreter_dir)}, indent=2))
+                           "saved": str(pipeline.workspace.interpreter_dir)}, indent=2))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -371,19 +351,20 @@ def generate(
     n: int = typer.Option(1000, "-n", help="Number of labelled samples."),
     name: str = typer.Option("synthetic", help="Dataset name: written to DIR/datasets/NAME."),
     drop_uncertain: float = typer.Option(0.1, help="Fraction of the most uncertain samples to mark as dropped."),
-    first_seed: int = typer.Option(100_000_000, help="Seeds first_seed .. first_seed+n-1 (away from candidates)."),
+    first_seed: int = typer.Option(None, help="Seeds first_seed .. first_seed+n-1 (default 100000000: away from "
+                                              "candidates)."),
     shard: str = typer.Option("0/1", help="i/k: generate only the i-th of k contiguous parts; `merge` joins them."),
     batch_size: int = typer.Option(8),
     device: str = DeviceOption,
 ) -> None:
     """Generate a labelled synthetic dataset (resumable: re-run the same command after a crash)."""
-    from datasetgan.factory import generate as generate_step
-    from datasetgan.factory import read_manifest
-    from datasetgan.workspace import Workspace
+    from datasetgan.factory import FIRST_SEED
+    from datasetgan.formats.dataset import MANIFEST, read_manifest
+    from datasetgan.pipeline import Pipeline
 
-    folder = generate_step(Workspace.open(directory), name, n, first_seed, drop_uncertain, parse_shard(shard),
-                           batch_size, device)
-    if (folder / "manifest.jsonl").exists():
+    first = FIRST_SEED if first_seed is None else first_seed
+    folder = Pipeline.open(directory, device).generate(name, n, first, drop_uncertain, parse_shard(shard), batch_size)
+    if (folder / MANIFEST).exists():
         kept = len(read_manifest(folder))
         typer.echo(f"{folder}: {n} samples, {kept} kept, {n - kept} most uncertain dropped")
     else:
@@ -433,14 +414,13 @@ def select(
     directory: Path = typer.Argument(..., help="Workspace folder."),
     n: int = typer.Option(4, "-n", help="How many candidates to add."),
     pool: int = typer.Option(200, help="Fresh samples to rank."),
-    seed: int = typer.Option(1_000_000, help="First seed of the pool."),
+    seed: int = typer.Option(None, help="First seed of the pool (default 1000000: away from sampled candidates)."),
     device: str = DeviceOption,
 ) -> None:
     """Active learning: add the fresh samples the interpreter is least sure of."""
-    from datasetgan.workflow import select as select_step
-    from datasetgan.workspace import Workspace
+    from datasetgan.pipeline import SELECTION_SEED, Pipeline
 
-    chosen = select_step(Workspace.open(directory), n, pool, seed, device)
+    chosen = Pipeline.open(directory, device).select(n, pool, SELECTION_SEED if seed is None else seed)
     typer.echo(f"added the {len(chosen)} most uncertain of {pool} samples: {', '.join(chosen)}")
 
 

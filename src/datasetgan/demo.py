@@ -19,23 +19,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from PIL import Image
 
-from datasetgan import factory, workflow
+from datasetgan.formats.dataset import read_manifest
 from datasetgan.formats.masks import load_mask, save_image
 from datasetgan.metrics import SegmentationScores
+from datasetgan.pipeline import Pipeline
 from datasetgan.segment.data import check_same_classes, load_labelled
-from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
+from datasetgan.segment.train import evaluate, train_and_score
 from datasetgan.viz import grid, heatmap, overlay
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import load_oracle, render_split
 
-GENERATOR = "builtin:faces64"
 WORLD = "faces"
 
 
 class DemoConfig(BaseModel):
+    """The demo's sizes; the defaults are the documented run, a test runs a tiny one."""
+
+    generator: str = "builtin:faces64"  # a generator of the faces world whose seeds the annotations name
+    interpreter: dict = Field(default_factory=dict)  # InterpreterConfig overrides (defaults: the paper's)
     n_generate: int = 2000
     drop_uncertain: float = 0.1
     n_test: int = 1000
@@ -48,26 +52,18 @@ def shipped_annotations() -> Path:
     return Path(str(resources.files("datasetgan") / "demo_data" / "faces64-annotations"))
 
 
-def prepare_workspace(root: Path, device: torch.device) -> Workspace:
+def prepare_workspace(root: Path, cfg: DemoConfig, device: torch.device) -> Pipeline:
     """A fresh workspace holding the shipped annotations and their candidates."""
     if root.exists():
         shutil.rmtree(root)
-    workspace = Workspace.init(root, GENERATOR, parse_classes(f"world:{WORLD}"))
-    generator = workflow.open_generator(workspace, device)
-    for path in sorted(shipped_annotations().glob("*.png")):
-        workflow.sample(workspace, 1, seed=int(path.stem), generator=generator)
-        shutil.copyfile(path, workspace.annotation_path(path.stem))
-    return workspace
+    return Pipeline.from_annotations(root, cfg.generator, get_world(WORLD).classes,
+                                     sorted(shipped_annotations().glob("*.png")), device, interpreter=cfg.interpreter)
 
 
-def train_and_score(name: str, images: torch.Tensor, masks: torch.Tensor, test: tuple, num_classes: int,
-                    cfg: DemoConfig, device: torch.device) -> SegmentationScores:
-    batch = min(cfg.batch_size, len(images))
-    epochs = max(1, round(cfg.segmenter_steps * batch / len(images)))  # the same steps for every set
-    seg_cfg = SegmenterConfig(epochs=epochs, batch_size=batch, seed=cfg.seed)
-    print(f"[demo] training the segmenter on {name}: {len(images)} images, {epochs} epochs")
-    model, _ = train_segmenter(images, masks, num_classes, seg_cfg, device)
-    return evaluate(model, *test, num_classes, device)
+def score(name: str, images: torch.Tensor, masks: torch.Tensor, test: tuple, num_classes: int, cfg: DemoConfig,
+          device: torch.device) -> SegmentationScores:
+    print(f"[demo] training the segmenter on {name}: {len(images)} images, {cfg.segmenter_steps} steps")
+    return train_and_score(images, masks, test, num_classes, cfg.segmenter_steps, cfg.batch_size, cfg.seed, device)
 
 
 def example_tiles(folder: Path, records: list[dict], colors) -> list[np.ndarray]:
@@ -82,8 +78,8 @@ def example_tiles(folder: Path, records: list[dict], colors) -> list[np.ndarray]
 
 
 def write_report(out: Path, dataset: Path, rows: dict[str, SegmentationScores], class_names: list[str],
-                 colors, seconds: float) -> Path:
-    records = factory.read_manifest(dataset, kept_only=False)
+                 colors, seconds: float, generator: str) -> Path:
+    records = read_manifest(dataset, kept_only=False)
     kept = [r for r in records if r["kept"]][:12]
     dropped = sorted((r for r in records if not r["kept"]), key=lambda r: -r["score"])[:12]
     save_image(out / "kept.png", grid(example_tiles(dataset, kept, colors), columns=6, scale=3))
@@ -97,7 +93,7 @@ def write_report(out: Path, dataset: Path, rows: dict[str, SegmentationScores], 
 <style>body{{font:15px system-ui;margin:2em;max-width:1100px}}td,th{{padding:3px 8px;text-align:right}}
 td:first-child{{text-align:left}}img{{image-rendering:pixelated;max-width:100%}}</style>
 <h1>DatasetGAN on the faces world</h1>
-<p>16 annotated samples of <code>{GENERATOR}</code> &rarr; style interpreter &rarr; {len(records)} labelled
+<p>16 annotated samples of <code>{html.escape(generator)}</code> &rarr; style interpreter &rarr; {len(records)} labelled
 samples, {len(records) - sum(r['kept'] for r in records)} most uncertain dropped &rarr; segmenter, tested on real
 world images. {seconds / 60:.1f} minutes in all.</p>
 <h2>mIoU on the real test set (%)</h2>
@@ -112,27 +108,28 @@ world images. {seconds / 60:.1f} minutes in all.</p>
 def run_demo(out: Path, device: torch.device, cfg: DemoConfig = DemoConfig()) -> dict[str, float]:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    workspace = prepare_workspace(out / "workspace", device)
-    print(f"[demo] {len(workspace.annotated_ids())} annotated samples of {GENERATOR}; training the style interpreter")
-    workflow.train(workspace, device)
+    pipeline = prepare_workspace(out / "workspace", cfg, device)
+    workspace, resolution = pipeline.workspace, pipeline.generator.resolution
+    print(f"[demo] {len(workspace.annotated_ids())} annotated samples of {cfg.generator}; "
+          "training the style interpreter")
+    pipeline.train()
     print(f"[demo] generating {cfg.n_generate} labelled samples")
-    dataset = factory.generate(workspace, "synthetic", cfg.n_generate, first_seed=100_000_000,
-                               drop_uncertain=cfg.drop_uncertain, device=device)
+    dataset = pipeline.generate("synthetic", cfg.n_generate, drop_uncertain=cfg.drop_uncertain)
     classes = workspace.label_classes
-    test = render_split(WORLD, "real_test", cfg.n_test, 64)
+    test = render_split(WORLD, "real_test", cfg.n_test, resolution)
     synthetic_images, synthetic_masks, synthetic_classes = load_labelled(dataset)
     check_same_classes(synthetic_classes, classes, str(dataset), f"the {WORLD} world")
-    real_images, real_masks = render_split(WORLD, "real_train", 16, 64)
+    real_images, real_masks = render_split(WORLD, "real_train", 16, resolution)
     rows = {
         f"DatasetGAN ({len(synthetic_images)} synthetic from 16 annotated)":
-            train_and_score("synthetic", synthetic_images, synthetic_masks, test, len(classes), cfg, device),
-        "16 real labelled images":
-            train_and_score("16 real", real_images, real_masks, test, len(classes), cfg, device),
+            score("synthetic", synthetic_images, synthetic_masks, test, len(classes), cfg, device),
+        "16 real labelled images": score("16 real", real_images, real_masks, test, len(classes), cfg, device),
         "fully supervised (oracle, 4000 real)":
-            evaluate(load_oracle(WORLD, 64, device), *test, len(classes), device),
+            evaluate(load_oracle(WORLD, resolution, device), *test, len(classes), device),
     }
     seconds = time.monotonic() - started
-    report = write_report(out, dataset, rows, [c.name for c in classes], [c.color for c in classes], seconds)
+    report = write_report(out, dataset, rows, [c.name for c in classes], [c.color for c in classes], seconds,
+                          cfg.generator)
     print("\n| training data | mIoU % |\n|---|---|")
     for name, scores in rows.items():
         print(f"| {name} | {100 * scores.miou:.1f} |")

@@ -9,7 +9,7 @@ Per seed:
              Table 4's 10 % row and Table 3's row of the same size.
   random-k   an interpreter on the first k annotations of a seeded order of them (Table 6).
   active-k   Table 6's active learning: the first `t6_start` of that order, then
-             `workflow.select` adds the fresh candidates the current interpreter is least sure
+             `Pipeline.select` adds the fresh candidates the current interpreter is least sure
              of and the painter (the world oracle, as for the shipped annotations) labels them.
 Every segmenter trains for the same number of steps with the same batch (smaller only for sets
 smaller than a batch) and is scored on the world's real test split.
@@ -40,17 +40,20 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from safetensors import safe_open
 from tqdm import tqdm
 
-from datasetgan import factory, workflow
+from datasetgan import factory
 from datasetgan.demo import shipped_annotations
 from datasetgan.device import resolve_device
 from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.fileio import atomic_write, write_json
+from datasetgan.formats.dataset import read_manifest
 from datasetgan.formats.masks import load_mask
 from datasetgan.generators.registry import builtin_path, load_generator
+from datasetgan.pipeline import SELECTION_SEED, Pipeline
 from datasetgan.metrics import SegmentationScores
 from datasetgan.segment.data import read_image
-from datasetgan.segment.train import SegmenterConfig, evaluate, train_segmenter
-from datasetgan.workspace import Workspace, parse_classes
+from datasetgan.segment.train import evaluate, train_and_score
+from datasetgan.workspace import Workspace
+from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import (
     annotate_candidates,
     builtin_oracle_path,
@@ -59,8 +62,6 @@ from datasetgan.worlds.oracle import (
 )
 
 TABLES = (1, 3, 4, 6)
-GENERATION_BASE = 100_000_000  # seed 0's synthetic samples start where the demo's do
-SELECTION_BASE = 1_000_000  # active learning's pool of fresh candidates (workflow.select's default)
 SEED_STRIDE = 10_000_000  # between the seed ranges of two experiment seeds
 
 Painter = Callable[[Workspace, list[str]], None]  # labels candidates as a person would
@@ -123,15 +124,14 @@ def bench_config(quick: bool = False, **settings) -> BenchConfig:
 def select_subset(records: list[dict], n: int, drop: float) -> list[dict]:
     """The first n records (generation order) less the round(drop * n) most uncertain of them.
 
-    Ties in `score` drop the lower seed first, as `factory.finalize` does; order is kept.
+    The dropped ones are those `factory.most_uncertain` names, as in a generated dataset; order is kept.
     """
     if not 1 <= n <= len(records):
         raise DatasetGANError(f"asked for the first {n} samples of {len(records)}")
     if not 0 <= drop < 1:
         raise DatasetGANError(f"the dropped fraction must be in [0, 1), got {drop}")
     prefix = records[:n]
-    ranked = sorted(range(n), key=lambda i: (-prefix[i]["score"], prefix[i]["seed"]))
-    dropped = set(ranked[: round(drop * n)])
+    dropped = set(factory.most_uncertain(prefix, drop))
     return [r for i, r in enumerate(prefix) if i not in dropped]
 
 
@@ -164,21 +164,13 @@ def load_samples(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
                       [load_mask(f / "masks" / f"{r['name']}.png") for f, r in zip(folders, records)])
 
 
-def train_and_score(images: torch.Tensor, masks: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
+def score_segmenter(images: torch.Tensor, masks: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
                     num_classes: int, cfg: BenchConfig, seed: int, device: torch.device) -> dict:
-    """Exactly cfg.steps steps of one batch size for any set: one epoch over steps x batch images in
-    which every image appears equally often, to one (demo.train_and_score rounds whole epochs
-    instead, which is far off for big sets and few steps)."""
-    if len(images) < 2:  # BatchNorm needs two samples a batch
-        raise DatasetGANError(f"a training set of {len(images)} image(s) is too small: use larger sets or drop less")
-    batch = min(cfg.batch_size, len(images))
-    rng = torch.Generator().manual_seed(seed)
-    rounds = math.ceil(cfg.steps * batch / len(images))
-    order = torch.cat([torch.randperm(len(images), generator=rng) for _ in range(rounds)])[: cfg.steps * batch]
-    seg_cfg = SegmenterConfig(architecture=cfg.architecture, epochs=1, batch_size=batch, seed=seed)
-    model, _ = train_segmenter(images[order], masks[order], num_classes, seg_cfg, device, progress=False)
-    return scores_json(evaluate(model, *test, num_classes, device)) | {
-        "train_images": len(images), "steps": cfg.steps, "batch": batch}
+    """The shared recipe (`segment.train.train_and_score`: cfg.steps steps for any set) as a cell's JSON."""
+    scores = train_and_score(images, masks, test, num_classes, cfg.steps, cfg.batch_size, seed, device,
+                             cfg.architecture)
+    return scores_json(scores) | {"train_images": len(images), "steps": cfg.steps,
+                                  "batch": min(cfg.batch_size, len(images))}
 
 
 def scores_json(scores: SegmentationScores) -> dict:
@@ -187,10 +179,9 @@ def scores_json(scores: SegmentationScores) -> dict:
             "iou": [None if math.isnan(v) else v for v in scores.iou]}
 
 
-def oracle_painter(world: str, device: torch.device) -> Painter:
+def oracle_painter(world: str, resolution: int, device: torch.device) -> Painter:
     """The world oracle paints candidates, as it painted the shipped annotations."""
     def paint(workspace: Workspace, ids: list[str]) -> None:
-        resolution = workflow.open_generator(workspace, device).resolution
         annotate_candidates(workspace, load_oracle(world, resolution, device), ids, device)
     return paint
 
@@ -216,7 +207,6 @@ class Experiment:
     def __init__(self, cfg: BenchConfig, out: Path, device: torch.device, painter: Painter | None = None,
                  progress: bool = True):
         self.cfg, self.out, self.device, self.progress = cfg, Path(out), device, progress
-        self.painter = painter or oracle_painter(cfg.world, device)
         self.annotations = Path(cfg.annotations) if cfg.annotations else shipped_annotations()
         self.ids = sorted(p.stem for p in self.annotations.glob("*.png"))
         if not self.ids:
@@ -227,8 +217,11 @@ class Experiment:
                                   f"{self.annotations} holds {named[0]}.png")
         if max(cfg.t6_counts) > len(self.ids):
             raise DatasetGANError(f"Table 6 counts {cfg.t6_counts} exceed the {len(self.ids)} annotations")
-        self.classes = parse_classes(f"world:{cfg.world}")
-        self.resolution = load_generator(cfg.generator, "cpu").resolution
+        self.classes = list(get_world(cfg.world).classes)
+        self.generator = load_generator(cfg.generator, device)  # one for every workspace of the run
+        self.resolution = self.generator.resolution
+        self.painter = painter or oracle_painter(cfg.world, self.resolution, device)
+        self.pipelines: dict[Path, Pipeline] = {}
         self.jobs: dict[str, Callable[[], dict]] = {}
         self.computed: list[str] = []
 
@@ -270,7 +263,7 @@ class Experiment:
         """The annotations in a seeded random order: Table 6's random picks are its first k."""
         return [self.ids[i] for i in np.random.RandomState(seed).permutation(len(self.ids))]
 
-    def trained(self, seed: int, name: str, build: Callable[[Path], None]) -> Workspace:
+    def trained(self, seed: int, name: str, build: Callable[[Path], None]) -> Pipeline:
         """build(root) makes the workspace with its annotations; the interpreter trains on them."""
         root = self.work(seed) / name
 
@@ -278,25 +271,28 @@ class Experiment:
             shutil.rmtree(root, ignore_errors=True)  # an unfinished attempt
             shutil.rmtree(self.out / "stages" / f"seed{seed}" / name, ignore_errors=True)
             build(root)
-            workspace = Workspace.open(root)
-            workflow.train(workspace, self.device, progress=self.progress)
-            return {"annotated": workspace.annotated_ids()}
+            pipeline = self.pipeline(root)
+            pipeline.train(progress=self.progress)
+            return {"annotated": pipeline.workspace.annotated_ids()}
 
         self.cached("stages", f"seed{seed}/{name}/interpreter", make)
-        return Workspace.open(root)
+        return self.pipeline(root)
 
-    def annotated(self, seed: int, name: str, ids: list[str]) -> Workspace:
+    def pipeline(self, root: Path) -> Pipeline:
+        """The workspace at root with the run's generator, opened once (and its interpreter read once)."""
+        if root not in self.pipelines:
+            self.pipelines[root] = Pipeline(Workspace.open(root), self.device, self.generator)
+        return self.pipelines[root]
+
+    def annotated(self, seed: int, name: str, ids: list[str]) -> Pipeline:
         """A workspace holding the given annotations (and their candidates)."""
         def build(root: Path) -> None:
-            interpreter = self.cfg.interpreter | {"seed": seed}
-            workspace = Workspace.init(root, self.cfg.generator, self.classes, interpreter=interpreter)
-            generator = workflow.open_generator(workspace, self.device)
-            for cid in ids:
-                workflow.sample(workspace, 1, seed=int(cid), generator=generator)
-                shutil.copyfile(self.annotations / f"{cid}.png", workspace.annotation_path(cid))
+            masks = [self.annotations / f"{cid}.png" for cid in ids]
+            Pipeline.from_annotations(root, self.cfg.generator, self.classes, masks, self.device, self.generator,
+                                      interpreter=self.cfg.interpreter | {"seed": seed})
         return self.trained(seed, name, build)
 
-    def workspace(self, seed: int, name: str) -> Workspace:
+    def workspace(self, seed: int, name: str) -> Pipeline:
         """main (every annotation), random-K (the pool's first K) or active-K."""
         kind, _, k = name.partition("-")
         if kind == "main":
@@ -308,33 +304,33 @@ class Experiment:
     def random_name(self, k: int) -> str:
         return "main" if k == len(self.ids) else f"random-{k}"  # every annotation: the main workspace
 
-    def active(self, seed: int, k: int) -> Workspace:
+    def active(self, seed: int, k: int) -> Pipeline:
         """The previous round's workspace plus the candidates its interpreter is least sure of."""
         def build(root: Path) -> None:
             smaller, start = [c for c in sorted(self.cfg.t6_counts) if c < k], self.cfg.t6_start
             previous = (self.active(seed, smaller[-1]) if smaller
                         else self.annotated(seed, f"active-{start}", self.pool(seed)[:start]))
-            shutil.copytree(previous.root, root, ignore=shutil.ignore_patterns("datasets"))
-            workspace = Workspace.open(root)
-            chosen = workflow.select(workspace, k - len(workspace.annotated_ids()), self.cfg.select_pool,
-                                     seed=SELECTION_BASE + seed * SEED_STRIDE, device=self.device)
-            self.painter(workspace, chosen)
+            shutil.copytree(previous.workspace.root, root, ignore=shutil.ignore_patterns("datasets"))
+            pipeline = Pipeline(Workspace.open(root), self.device, self.generator)
+            chosen = pipeline.select(k - len(pipeline.workspace.annotated_ids()), self.cfg.select_pool,
+                                     seed=SELECTION_SEED + seed * SEED_STRIDE)
+            self.painter(pipeline.workspace, chosen)
         return self.trained(seed, f"active-{k}", build)
 
     # ---- synthetic samples -----------------------------------------------------------
 
-    def records(self, seed: int, name: str, workspace: Workspace, n: int) -> list[dict]:
+    def records(self, seed: int, name: str, pipeline: Pipeline, n: int) -> list[dict]:
         """The first n generated samples of a workspace, generating the blocks that are missing."""
         block, records = self.cfg.block, []
         for b in range(math.ceil(n / block)):
             def generate(b: int = b) -> dict:  # drop nothing here: select_subset drops per cell
-                first = GENERATION_BASE + seed * SEED_STRIDE + b * block
-                factory.generate(workspace, f"block-{b:04d}", block, first_seed=first, drop_uncertain=0.0,
-                                 device=self.device, progress=self.progress)
+                first = factory.FIRST_SEED + seed * SEED_STRIDE + b * block
+                pipeline.generate(f"block-{b:04d}", block, first_seed=first, drop_uncertain=0.0,
+                                  progress=self.progress)
                 return {"samples": block, "first_seed": first}
             self.cached("stages", f"seed{seed}/{name}/block-{b:04d}", generate)
-            folder = workspace.datasets_dir / f"block-{b:04d}"
-            records += [r | {"dataset": str(folder)} for r in factory.read_manifest(folder, kept_only=False)]
+            folder = pipeline.workspace.datasets_dir / f"block-{b:04d}"
+            records += [r | {"dataset": str(folder)} for r in read_manifest(folder, kept_only=False)]
         return records[:n]
 
     # ---- cells -----------------------------------------------------------------------
@@ -345,7 +341,7 @@ class Experiment:
         return render_split(self.cfg.world, "real_test", self.cfg.n_test, self.resolution)
 
     def score(self, images: torch.Tensor, masks: torch.Tensor, seed: int) -> dict:
-        return train_and_score(images, masks, self.test, len(self.classes), self.cfg, seed, self.device)
+        return score_segmenter(images, masks, self.test, len(self.classes), self.cfg, seed, self.device)
 
     def cell(self, key: str, compute: Callable[[], dict]) -> str:
         self.jobs.setdefault(key, compute)
@@ -353,8 +349,7 @@ class Experiment:
 
     def synthetic(self, seed: int, name: str, n: int, drop: float) -> str:
         def compute() -> dict:
-            workspace = self.workspace(seed, name)
-            subset = select_subset(self.records(seed, name, workspace, n), n, drop)
+            subset = select_subset(self.records(seed, name, self.workspace(seed, name), n), n, drop)
             return self.score(*load_samples(subset), seed) | {"generated": n, "dropped": n - len(subset)}
         return self.cell(f"seed{seed}/{name}-n{n}-drop{drop:g}", compute)
 
@@ -366,7 +361,7 @@ class Experiment:
     def annotated_gan(self, seed: int) -> str:
         """Latent vs output: the same segmenter on the annotated GAN images themselves."""
         def compute() -> dict:
-            workspace = self.workspace(seed, "main")
+            workspace = self.workspace(seed, "main").workspace
             ids = workspace.annotated_ids()
             images, masks = as_tensors([read_image(workspace.candidate_image(c)) for c in ids],
                                        [load_mask(workspace.annotation_path(c)) for c in ids])

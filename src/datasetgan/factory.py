@@ -12,25 +12,28 @@ Shards (`shard=(i, k)`) take contiguous runs of batches, so k machines can each 
 their own folder; `merge` gathers the parts and makes the one manifest.
 """
 
-import json
 import math
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.dataset import write_classes
 from datasetgan.fileio import atomic_write, remove_orphaned_temporaries, save_tensors
+from datasetgan.formats.dataset import read_records, sample_name, write_classes, write_manifest, write_records
 from datasetgan.formats.masks import save_image, save_mask
-from datasetgan.workflow import label_ws, open_generator, open_interpreter
+from datasetgan.generators.base import Generator
+from datasetgan.interpreter import Labels, StyleInterpreter
+from datasetgan.uncertainty import rank_uncertain
 from datasetgan.workspace import Workspace
 
 SETTINGS_FILE = "dataset.json"
-MANIFEST = "manifest.jsonl"
+FIRST_SEED = 100_000_000  # synthetic samples' seeds start here, far from the candidates' (0, 1, 2, ...)
 
 
 class GenerationSettings(BaseModel):
@@ -48,10 +51,6 @@ class GenerationSettings(BaseModel):
     def batches(self) -> list[range]:
         seeds = range(self.first_seed, self.first_seed + self.n)
         return [seeds[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
-
-
-def sample_name(seed: int) -> str:
-    return f"{seed:010d}"
 
 
 def batch_name(batch: range) -> str:
@@ -100,19 +99,30 @@ def write_batch(folder: Path, batch: range, images: torch.Tensor, ws: torch.Tens
     save_tensors(latents, tensors)
     records = [{"name": name, "seed": seed, "w": f"latents/{latents.name}", "w_index": i,
                 "score": float(labels.scores[i])} for i, (name, seed) in enumerate(zip(names, batch))]
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write(folder / "parts" / f"{batch_name(batch)}.jsonl", lambda tmp: Path(tmp).write_text(text))
+    write_records(folder / "parts" / f"{batch_name(batch)}.jsonl", records)
 
 
-def generate(workspace: Workspace, name: str, n: int, first_seed: int = 0, drop_uncertain: float = 0.1,
-             shard: tuple[int, int] = (0, 1), batch_size: int = 8, device: str | torch.device = "auto",
-             progress: bool = True) -> Path:
+def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tensor,
+             noise_ids: Sequence[int] | None = None) -> tuple[torch.Tensor, Labels]:
+    """Images (uint8) and the interpreter's labels at image resolution, for a batch of ws (and their noise ids)."""
+    images, pyramid = generator.synthesize(ws, noise_ids)
+    labels = interpreter.label(pyramid)
+    if labels.mask.shape[-1] != generator.resolution:  # features capped below the image size
+        size = (generator.resolution, generator.resolution)
+        mask = F.interpolate(labels.mask[:, None].float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
+        uncertainty = F.interpolate(labels.uncertainty[:, None], size=size, mode="bilinear")[:, 0]
+        labels = Labels(mask, uncertainty, labels.scores)
+    return generator.to_uint8(images), labels
+
+
+def generate(workspace: Workspace, generator: Generator, interpreter: StyleInterpreter, name: str, n: int,
+             first_seed: int = FIRST_SEED, drop_uncertain: float = 0.1, shard: tuple[int, int] = (0, 1),
+             batch_size: int = 8, progress: bool = True) -> Path:
     """Generate (or resume) dataset `name`; finalises the manifest when all batches are done."""
     if n < 1:
         raise DatasetGANError(f"-n must be at least 1 (got {n})")
     if not 0 <= drop_uncertain < 1:
         raise DatasetGANError(f"--drop-uncertain must be in [0, 1) (got {drop_uncertain})")
-    generator, interpreter = open_generator(workspace, device), open_interpreter(workspace, device)
     sampling = workspace.config.sampling
     scale = math.log(min(interpreter.config.members, workspace.num_classes))
     settings = GenerationSettings(generator=workspace.config.generator, first_seed=first_seed, n=n,
@@ -126,7 +136,7 @@ def generate(workspace: Workspace, name: str, n: int, first_seed: int = 0, drop_
             if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
     for batch in tqdm(todo, desc=f"generating {name}", unit="batch", disable=not progress, dynamic_ncols=True):
         ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff)
-        images, labels = label_ws(generator, interpreter, ws)
+        images, labels = label_ws(generator, interpreter, ws, list(batch))
         write_batch(folder, batch, images, ws, labels, settings, colors)
     if missing_batches(folder, settings):
         return folder  # other shards still to come: `merge` finalises
@@ -142,14 +152,15 @@ def finalize(folder: Path, settings: GenerationSettings) -> None:
     """One manifest for all batches; the `drop_uncertain` most uncertain samples are marked kept=false."""
     records = []
     for batch in settings.batches():
-        records += [json.loads(line) for line in (folder / "parts" / f"{batch_name(batch)}.jsonl").read_text().splitlines()]
-    dropped = round(len(records) * settings.drop_uncertain)
-    order = sorted(range(len(records)), key=lambda i: (-records[i]["score"], records[i]["seed"]))
-    drop = set(order[:dropped])
-    for i, record in enumerate(records):
-        record["kept"] = i not in drop
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+        records += read_records(folder / "parts" / f"{batch_name(batch)}.jsonl")
+    drop = set(most_uncertain(records, settings.drop_uncertain))
+    write_manifest(folder, [r | {"kept": i not in drop} for i, r in enumerate(records)])
+
+
+def most_uncertain(records: list[dict], fraction: float) -> list[int]:
+    """Indices of the round(fraction * len) most uncertain records: the ones a dataset drops."""
+    ranked = rank_uncertain([r["score"] for r in records], [r["seed"] for r in records])
+    return ranked[: round(fraction * len(records))]
 
 
 def merge(target: Path, shards: list[Path]) -> Path:
@@ -160,8 +171,7 @@ def merge(target: Path, shards: list[Path]) -> Path:
         if other != settings:
             raise DatasetGANError(f"{shard} was generated with other settings than {target}: cannot merge")
         for part in sorted((shard / "parts").glob("*.jsonl")):
-            for line in part.read_text().splitlines():
-                record = json.loads(line)
+            for record in read_records(part):
                 for sub in ("images", "masks", "uncertainty"):
                     shutil.copyfile(shard / sub / f"{record['name']}.png", target / sub / f"{record['name']}.png")
             shutil.copyfile(shard / "latents" / f"{part.stem}.safetensors", target / "latents" / f"{part.stem}.safetensors")
@@ -173,10 +183,3 @@ def merge(target: Path, shards: list[Path]) -> Path:
     finalize(target, settings)
     return target
 
-
-def read_manifest(folder: Path, kept_only: bool = True) -> list[dict]:
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise DatasetGANError(f"{folder} has no {MANIFEST}: finish generating it (or merge its shards) first")
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    return [r for r in records if r["kept"]] if kept_only else records

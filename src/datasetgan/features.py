@@ -4,8 +4,8 @@ A pyramid is a list of levels, level l of shape ``[N, C_l, H_l, W_l]`` (the gene
 of N images). A pixel's *hypercolumn* is the concatenation over levels of each level resized
 to the feature resolution with bilinear interpolation (``align_corners=False``), read at that
 pixel. ``gather`` computes hypercolumns for chosen pixels straight from the native maps, so a
-full-resolution concatenation (the 160 GB of the official release) is never stored;
-``hypercolumns`` is that concatenation, kept as the reference tests compare against.
+full-resolution concatenation (the 160 GB of the official release) is never stored (the
+tests and benchmarks keep that naive concatenation, in tests/references.py, to compare against).
 """
 
 from itertools import groupby
@@ -46,14 +46,6 @@ def resize(level: Tensor, size: Size) -> Tensor:
     return F.interpolate(level, size=size, mode="bilinear", align_corners=False)
 
 
-def hypercolumns(pyramid: Pyramid, size: Size) -> Tensor:
-    """Naive hypercolumns `[N, D, H, W]`: every level resized to `size`, then concatenated.
-
-    Memory grows as D x size^2 per image: the reference for tests and benchmarks, not a tool.
-    """
-    return torch.cat([resize(level, size) for level in pyramid], dim=1)
-
-
 def _taps(coords: Tensor, in_size: int, out_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Along one axis: the two source indices and the weight of the second, for output `coords`.
 
@@ -69,7 +61,7 @@ def _taps(coords: Tensor, in_size: int, out_size: int) -> tuple[Tensor, Tensor, 
 def rows(level: Tensor) -> Tensor:
     """A level's pixels as rows `[N * H * W, C]`.
 
-    A view of a channels-last level (the layout `fit` and `workflow.synthesize_pyramids` keep)
+    A view of a channels-last level (the layout `fit` and `pipeline.synthesize_pyramids` keep)
     or of a single image; a copy otherwise.
     """
     return level.permute(0, 2, 3, 1).reshape(-1, level.shape[-3])
@@ -134,3 +126,13 @@ def merge_levels(pyramid: Pyramid) -> Pyramid:
         run = list(run)
         merged.append(run[0] if len(run) == 1 else torch.cat(run, dim=1))
     return merged
+
+
+def shrink_pyramid(pyramid: Pyramid, size: int, dtype: torch.dtype) -> list[Tensor]:
+    """Levels finer than the feature grid are resized to it once, then stored in `dtype`.
+
+    Exact: a hypercolumn at size S reads each level bilinearly resized to S, so resizing a
+    level to S ahead of time gives the same numbers; coarser levels stay native.
+    """
+    return [(F.interpolate(level, size=(size, size), mode="bilinear", align_corners=False)
+             if level.shape[-1] > size else level).to(dtype) for level in pyramid]

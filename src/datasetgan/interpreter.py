@@ -37,6 +37,7 @@ from datasetgan.features import (
     rows,
 )
 from datasetgan.fileio import save_tensors
+from datasetgan.labels import check_class_ids
 from datasetgan.uncertainty import image_scores, mutual_information, vote
 
 CONFIG_FILE = "config.json"
@@ -393,17 +394,6 @@ class StyleInterpreter(nn.Module):
                     out[members, :, pixels] = head.probs(first_layer(pixels), members)
         return probs
 
-    @torch.no_grad()
-    def predict_probs_naive(self, pyramid: Pyramid, size: int | None = None) -> Tensor:
-        """Same as `predict_probs`, through materialised hypercolumns: the reference path."""
-        size = self._size(size)
-        levels = self._prepare(pyramid)
-        self.eval()
-        n, m = levels[0].shape[0], self.config.members
-        columns = torch.cat([resize(level, size) for level in levels], dim=1)
-        pixels = columns.permute(0, 2, 3, 1).reshape(1, n * size * size, -1).expand(m, -1, -1)
-        return _maps(self.ensemble(pixels).softmax(-1), n, size, size)
-
     def label(self, pyramid: Pyramid, size: int | None = None, top_fraction: float = 0.1) -> Labels:
         """Vote mask, mutual-information map and image score for each image of `pyramid`."""
         size, cfg = self._size(size), self.config
@@ -460,12 +450,7 @@ class StyleInterpreter(nn.Module):
                 "resize the masks (nearest) or change feature_resolution"
             )
         masks = masks.long()
-        bad = masks[(masks < 0) | ((masks >= cfg.num_classes) & (masks != cfg.ignore_index))].unique()
-        if len(bad):
-            raise DatasetGANError(
-                f"masks contain labels {bad.tolist()[:10]} outside 0..{cfg.num_classes - 1} "
-                f"(and {cfg.ignore_index} = unlabelled): check num_classes or the masks"
-            )
+        check_class_ids(masks, cfg.num_classes, "masks", cfg.ignore_index, hint=": check num_classes or the masks")
         return masks
 
     # ---- persistence ----
@@ -582,10 +567,6 @@ class _Plan(NamedTuple):
             start += len(values)
         return out
 
-
-def _maps(probs: Tensor, n: int, h: int, w: int) -> Tensor:
-    """Per-pixel rows `[m, n * h * w, C]` back to maps `[m, n, C, h, w]`."""
-    return probs.view(probs.shape[0], n, h, w, -1).permute(0, 1, 4, 2, 3)
 
 
 def _read_config(path: Path) -> tuple[InterpreterConfig, list[int]]:

@@ -4,6 +4,8 @@ Every function takes softmax probabilities `[M, N, C, H, W]` (M ensemble members
 logits: the official release once averaged logits here, which changed its published numbers.
 """
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -47,3 +49,8 @@ def vote(probs: Tensor) -> Tensor:
     tied = counts == counts.amax(1, keepdim=True)
     mean = probs.mean(0)
     return torch.where(tied, mean, torch.full_like(mean, -1.0)).argmax(1)
+
+
+def rank_uncertain(scores: Sequence[float], seeds: Sequence[int]) -> list[int]:
+    """Indices of samples, most uncertain (highest image score) first; ties put the lower seed first."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], seeds[i]))

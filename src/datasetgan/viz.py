@@ -4,7 +4,7 @@ from typing import Sequence
 
 import numpy as np
 
-from datasetgan.formats.masks import IGNORE, IGNORE_COLOR
+from datasetgan.labels import IGNORE, IGNORE_COLOR
 
 
 def colorize(mask: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> np.ndarray:

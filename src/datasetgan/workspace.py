@@ -10,35 +10,37 @@ A candidate's id is its seed, zero-padded to six digits: the image, its w latent
 annotation are tied together by that id, and the generator reproduces the image from it.
 """
 
-import colorsys
 import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from safetensors import safe_open
 
 from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.fileio import atomic_write, save_tensors
 from datasetgan.formats.masks import save_image
-from datasetgan.worlds import LabelClass, get_world
+from datasetgan.labels import LabelClass
 
 CONFIG_NAME = "datasetgan.yaml"
 CANDIDATE_ID = re.compile(r"^[0-9]{6,10}$")
 
 
 class ClassSpec(BaseModel):
-    name: str = Field(min_length=1)
+    """A class as the config file spells it; checked as a `LabelClass` (the one check of a class)."""
+
+    name: str
     color: tuple[int, int, int]
 
-    @field_validator("color")
-    @classmethod
-    def _in_range(cls, color: tuple[int, int, int]) -> tuple[int, int, int]:
-        if not all(0 <= c <= 255 for c in color):
-            raise ValueError(f"colour components must be 0..255, got {color}")
-        return color
+    @model_validator(mode="after")
+    def _valid(self) -> "ClassSpec":
+        try:
+            LabelClass(self.name, self.color)
+        except DatasetGANError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
 
 class SamplingSettings(BaseModel):
@@ -79,22 +81,6 @@ class WorkspaceConfig(BaseModel):
         return classes
 
 
-def distinct_colors(n: int) -> list[tuple[int, int, int]]:
-    """Black for class 0 (background), then evenly spaced hues."""
-    hues = [colorsys.hsv_to_rgb(i / max(n - 1, 1), 0.75, 0.95) for i in range(n - 1)]
-    return [(0, 0, 0)] + [tuple(round(255 * v) for v in rgb) for rgb in hues]
-
-
-def parse_classes(text: str) -> list[ClassSpec]:
-    """'world:faces' (a world's classes) or 'background,skin,hair,...' (colours assigned)."""
-    if text.startswith("world:"):
-        return [ClassSpec(name=c.name, color=c.color) for c in get_world(text.removeprefix("world:")).classes]
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if len(names) < 2:
-        raise DatasetGANError(f"--classes needs at least two names (background first), got {text!r}")
-    return [ClassSpec(name=n, color=c) for n, c in zip(names, distinct_colors(len(names)))]
-
-
 def candidate_id(seed: int) -> str:
     return f"{seed:06d}"
 
@@ -108,12 +94,14 @@ class Workspace:
     # ---- creating and opening --------------------------------------------------------
 
     @classmethod
-    def init(cls, root: str | Path, generator: str, classes: Sequence[ClassSpec], **settings) -> "Workspace":
+    def init(cls, root: str | Path, generator: str, classes: Sequence[LabelClass | ClassSpec], **settings
+             ) -> "Workspace":
         root = Path(root)
         if (root / CONFIG_NAME).exists():
             raise DatasetGANError(f"{root} is already a workspace ({CONFIG_NAME} exists)")
         try:
-            config = WorkspaceConfig(generator=generator, classes=list(classes), **settings)
+            specs = [{"name": c.name, "color": tuple(c.color)} for c in classes]
+            config = WorkspaceConfig(generator=generator, classes=specs, **settings)
         except ValidationError as exc:
             raise DatasetGANError(f"invalid workspace settings: {summarize(exc)}") from exc
         workspace = cls(root, config)

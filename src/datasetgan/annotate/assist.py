@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import torch
 
-from datasetgan import workflow
 from datasetgan.errors import DatasetGANError
-from datasetgan.interpreter import CONFIG_FILE
-from datasetgan.workspace import Workspace
+from datasetgan.interpreter import CONFIG_FILE, StyleInterpreter
+from datasetgan.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +26,12 @@ class Predictions:
     """The interpreter's labels per candidate, computed on demand and cached until it changes.
 
     One lock serialises labelling (CPU-heavy; two requests for a candidate label it once) and
-    installing a newly trained interpreter, so labelling never reads a half-written one.
+    installing a newly trained interpreter, so labelling never reads a half-written one. The
+    pipeline's generator serves the whole process; only its interpreter is ever swapped.
     """
 
-    def __init__(self, workspace: Workspace, device: str | torch.device = "auto"):
-        self.workspace, self.device = workspace, device
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline, self.workspace = pipeline, pipeline.workspace
         self._cache: dict[str, Prediction] = {}
         self._version: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -50,7 +49,7 @@ class Predictions:
             self._drop_stale()
             missing = [cid for cid in ids if cid not in self._cache]
             if missing:
-                labels = workflow.label(self.workspace, missing, self.device)
+                labels = self.pipeline.label(missing)
                 for i, cid in enumerate(missing):
                     self._cache[cid] = Prediction(labels.mask[i].cpu().numpy(), labels.uncertainty[i].cpu().numpy(),
                                                   float(labels.scores[i]))
@@ -61,8 +60,8 @@ class Predictions:
             self._drop_stale()
             return {cid: p.score for cid, p in self._cache.items()}
 
-    def install(self, trained: Path) -> None:
-        """Make the interpreter saved in `trained` (a folder in the workspace) the workspace's own."""
+    def install(self, trained: Path, interpreter: StyleInterpreter) -> None:
+        """Make `interpreter`, saved in `trained` (a folder in the workspace), the workspace's own."""
         live = self.workspace.interpreter_dir
         retired = live.with_name(f".{live.name}-retired")
         with self._lock:
@@ -71,34 +70,28 @@ class Predictions:
                 live.rename(retired)
             trained.rename(live)
             shutil.rmtree(retired, ignore_errors=True)
+            self.pipeline.use(interpreter)
             self._cache.clear()
+            self._version = self._interpreter_version()
 
     def _drop_stale(self) -> None:
         """Forget predictions of an interpreter replaced behind our back (e.g. `datasetgan train`)."""
-        stat = self.config_path.stat() if self.available() else None
-        version = (stat.st_mtime_ns, stat.st_size) if stat else None
+        version = self._interpreter_version()
         if version != self._version:
+            self.pipeline.use(None)  # read the new one when next needed
             self._cache.clear()
             self._version = version
 
-
-class _StagedWorkspace(Workspace):
-    """The workspace with its interpreter written to `staging`, installed only once complete."""
-
-    def __init__(self, workspace: Workspace, staging: Path):
-        super().__init__(workspace.root, workspace.config)
-        self.staging = staging
-
-    @property
-    def interpreter_dir(self) -> Path:
-        return self.staging
+    def _interpreter_version(self) -> tuple[int, int] | None:
+        stat = self.config_path.stat() if self.available() else None
+        return (stat.st_mtime_ns, stat.st_size) if stat else None
 
 
 class TrainingJob:
-    """`workflow.train` in a background thread, one at a time; the page polls `status`."""
+    """`Pipeline.fit` in a background thread, one at a time; the page polls `status`."""
 
-    def __init__(self, workspace: Workspace, predictions: Predictions, device: str | torch.device = "auto"):
-        self.workspace, self.predictions, self.device = workspace, predictions, device
+    def __init__(self, pipeline: Pipeline, predictions: Predictions):
+        self.workspace, self.pipeline, self.predictions = pipeline.workspace, pipeline, predictions
         self._status = {"state": "idle", "message": "not trained in this session"}
         self._lock = threading.Lock()
 
@@ -123,9 +116,9 @@ class TrainingJob:
         started = time.monotonic()
         try:
             shutil.rmtree(self.staging_dir, ignore_errors=True)
-            staged = _StagedWorkspace(self.workspace, self.staging_dir)
-            _, _, report = workflow.train(staged, self.device, progress=False)
-            self.predictions.install(self.staging_dir)
+            interpreter, _, report = self.pipeline.fit(progress=False)
+            interpreter.save(self.staging_dir)
+            self.predictions.install(self.staging_dir, interpreter)
         except DatasetGANError as exc:
             self._finish("error", str(exc))
         except Exception as exc:  # a crash must reach the page, not end silently with the thread

@@ -36,11 +36,13 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from datasetgan import workflow
+from datasetgan.annotation import candidate_size
 from datasetgan.annotate.assist import Predictions, TrainingJob
 from datasetgan.annotate.store import AnnotationStore
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import IGNORE, IGNORE_COLOR, palette_bytes
+from datasetgan.formats.masks import palette_bytes
+from datasetgan.labels import IGNORE, IGNORE_COLOR, check_class_ids
+from datasetgan.pipeline import Pipeline
 from datasetgan.viz import heatmap
 from datasetgan.workspace import CANDIDATE_ID, Workspace
 
@@ -53,12 +55,13 @@ NO_STORE = {"Cache-Control": "no-store"}  # masks change under the same URL
 def create_app(workspace: Workspace, device: str | torch.device = "auto",
                allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The studio for `workspace`; `allowed_hosts` (Host header names) blocks DNS-rebinding pages."""
-    predictions = Predictions(workspace, device)
+    pipeline = Pipeline(workspace, device)  # one generator for the process; training swaps the interpreter
+    predictions = Predictions(pipeline)
     app = FastAPI(title="datasetgan annotation studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(DatasetGANError, _user_error)
     app.middleware("http")(_request_guard(allowed_hosts))
     app.include_router(_candidate_routes(workspace, AnnotationStore(workspace), predictions), prefix="/api")
-    app.include_router(_interpreter_routes(TrainingJob(workspace, predictions, device)), prefix="/api")
+    app.include_router(_interpreter_routes(TrainingJob(pipeline, predictions)), prefix="/api")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", lambda: FileResponse(STATIC_DIR / "index.html"), include_in_schema=False)
     return app
@@ -127,7 +130,7 @@ def _candidate_routes(workspace: Workspace, store: AnnotationStore, predictions:
         if media_type != "application/octet-stream":
             raise HTTPException(415, f"send the mask as application/octet-stream (H*W uint8 class ids, "
                                      f"row-major), not {media_type or 'no content type'}")
-        height, width = workflow.candidate_size(workspace, cid)
+        height, width = candidate_size(workspace, cid)
         body = await _read_body(request, limit=height * width)
         changed = await run_in_threadpool(store.save, cid, _parse_mask(body, height, width, workspace.num_classes))
         return {"id": cid, "changed": changed, "versions_kept": len(store.history(cid))}
@@ -180,10 +183,10 @@ def _parse_mask(body: bytes, height: int, width: int, num_classes: int) -> np.nd
         raise HTTPException(400, f"mask has {len(body)} bytes but the image is {width}x{height}: send "
                                  f"{height * width} bytes, one uint8 class id per pixel, row-major")
     mask = np.frombuffer(body, np.uint8).reshape(height, width)
-    bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE)])
-    if bad.size:
-        raise HTTPException(422, f"class ids {bad[:5].tolist()} are outside 0..{num_classes - 1} "
-                                 f"({IGNORE} = ignore)")
+    try:
+        check_class_ids(mask, num_classes, "mask")
+    except DatasetGANError as exc:
+        raise HTTPException(422, str(exc)) from exc
     return mask
 
 

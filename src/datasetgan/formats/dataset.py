@@ -1,7 +1,9 @@
-"""A labelled image folder on disk: images/, masks/, classes.json.
+"""A labelled image folder on disk: images/, masks/, classes.json (+ manifest.jsonl).
 
 The same layout serves the world's renders, the factory's synthetic datasets and the
-user's own real test images, so that every consumer reads one format.
+user's own real test images, so that every consumer reads one format. A generated dataset
+adds manifest.jsonl, one JSON record per sample (name, seed, w, w_index, score, kept), and
+names its samples by seed (`sample_name`); its consumers read only the kept samples.
 """
 
 import json
@@ -13,9 +15,54 @@ import numpy as np
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write, writable_folder
 from datasetgan.formats.masks import save_image, save_mask
-from datasetgan.worlds import LabelClass
+from datasetgan.labels import LabelClass
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MANIFEST = "manifest.jsonl"
+
+
+def sample_name(seed: int) -> str:
+    return f"{seed:010d}"
+
+
+def write_records(path: Path, records: Sequence[dict]) -> None:
+    """JSON lines, written atomically."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_records(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    except ValueError as exc:
+        raise DatasetGANError(f"{path}: not a datasetgan record file ({exc})") from exc
+
+
+def write_manifest(folder: Path, records: Sequence[dict]) -> None:
+    write_records(folder / MANIFEST, records)
+
+
+def read_manifest(folder: Path, kept_only: bool = True) -> list[dict]:
+    """A generated dataset's records in generation order (only the kept ones by default)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DatasetGANError(f"{folder} has no {MANIFEST}: finish generating it (or merge its shards) first")
+    try:
+        return [r for r in read_records(path) if r["kept"] or not kept_only]
+    except (KeyError, TypeError) as exc:
+        raise DatasetGANError(f"{path}: not a datasetgan manifest ({exc})") from exc
+
+
+def labelled_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) paths: a generated dataset's kept samples, else every pair of a plain folder."""
+    if not (folder / MANIFEST).is_file():
+        return list_pairs(folder)
+    pairs = [(folder / "images" / f"{r['name']}.png", folder / "masks" / f"{r['name']}.png")
+             for r in read_manifest(folder)]
+    missing = [path for pair in pairs for path in pair if not path.is_file()]
+    if missing:
+        raise DatasetGANError(f"{len(missing)} file(s) listed in {folder / MANIFEST} are missing (first: {missing[0]})")
+    return pairs
 
 
 def prepare_output(folder: str | Path) -> Path:

@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import IGNORE, load_mask, save_mask
-from datasetgan.workflow import candidate_size, drop_small_fragments, min_fragment_pixels
+from datasetgan.formats.masks import load_mask, save_mask
+from datasetgan.labels import IGNORE, check_class_ids
+from datasetgan.annotation import candidate_size, drop_small_fragments, min_fragment_pixels
 from datasetgan.workspace import CONFIG_NAME, Workspace
 
 UNLABELLED = {"background": 0, "ignore": IGNORE}
@@ -109,10 +110,7 @@ def check_masks(workspace: Workspace, masks: list[ImportedMask]) -> None:
         if item.mask.shape != (height, width):
             raise DatasetGANError(f"{item.source}: annotation is {item.mask.shape[1]}x{item.mask.shape[0]} but "
                                   f"candidate {item.cid} is {width}x{height}: annotate the candidate image itself")
-        bad = np.unique(item.mask[(item.mask >= workspace.num_classes) & (item.mask != IGNORE)])
-        if len(bad):
-            raise DatasetGANError(f"{item.source}: class ids {bad.tolist()[:5]} are outside "
-                                  f"0..{workspace.num_classes - 1} (255 = ignore)")
+        check_class_ids(item.mask, workspace.num_classes, str(item.source))
 
 
 def candidate_for(workspace: Workspace, name: str, source: str | Path) -> str:

@@ -12,9 +12,7 @@ from PIL import Image
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write
-
-IGNORE = 255
-IGNORE_COLOR = (255, 255, 255)
+from datasetgan.labels import IGNORE, IGNORE_COLOR
 
 
 def palette_bytes(colors: Sequence[tuple[int, int, int]]) -> list[int]:

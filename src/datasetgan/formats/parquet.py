@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.factory import MANIFEST, read_manifest
-from datasetgan.formats.dataset import list_pairs, read_classes
+from datasetgan.formats.dataset import MANIFEST, list_pairs, read_classes, read_manifest
 from datasetgan.fileio import atomic_write
 
 ROW_GROUP = 100  # rows per Parquet row group: bounds memory while writing and when a reader seeks

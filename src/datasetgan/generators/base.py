@@ -1,16 +1,19 @@
-"""The `Generator` interface: latents in, image plus feature pyramid out, deterministically."""
+"""The `Generator` interface: what DatasetGAN asks of a generator, whatever its architecture.
+
+Downstream code (pipeline, factory, studio) sees only this: latents from seeds, and for a
+batch of latents the image and the feature pyramid, deterministically. An architecture is a
+module under `generators/` implementing it (`stylegan2_generator` now) plus a loader in
+`registry`; nothing above `generators` knows which one it holds.
+"""
 
 from __future__ import annotations
 
-import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-
-from datasetgan.device import resolve_device
-from datasetgan.errors import DatasetGANError
-from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 
 def zs_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
@@ -18,68 +21,49 @@ def zs_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds])).float()
 
 
-class Generator:
-    """A StyleGAN2 network ready for DatasetGAN: fixed noise, eval mode, one device.
+@dataclass(frozen=True)
+class FeatureLayer:
+    """One level of the feature pyramid: the layer it is read from, its channels and native resolution."""
 
-    The network is moved to `device` and put in eval mode; nothing here changes its weights.
+    name: str
+    channels: int
+    resolution: int
 
-    The feature pyramid is the output of every synthesis conv layer, in forward order, each at
-    its native resolution (features are never upsampled here).
+
+class Generator(ABC):
+    """A pretrained generator ready for DatasetGAN: eval mode, one device, deterministic.
+
+    `resolution` is the image size; `feature_layers` describes the pyramid `synthesize`
+    returns, level by level, each at its native resolution (never upsampled here).
     """
 
-    def __init__(
-        self,
-        network: StyleGAN2Generator,
-        device: str | torch.device = "auto",
-        dtype: torch.dtype | None = None,
-    ):
-        self.device = resolve_device(device)
-        self.dtype = dtype or torch.float32
-        if self.dtype not in (torch.float32, torch.float16):
-            raise DatasetGANError(f"dtype must be float32 or float16, got {self.dtype}")
-        if self.dtype == torch.float16 and self.device.type != "cuda":
-            raise DatasetGANError("float16 synthesis needs a CUDA device: use dtype=None (float32) on CPU")
-        self.network = network.to(self.device).eval()
-        self.resolution = network.img_resolution
-        self.num_ws = network.num_ws
-        self.w_dim = network.w_dim
-        self.z_dim = network.z_dim
-        layers = network.synthesis.conv_layers()
-        self.feature_channels = [layer.weight.shape[0] for layer in layers]
-        self.feature_resolutions = [layer.resolution for layer in layers]
+    device: torch.device
+    resolution: int
+    feature_layers: list[FeatureLayer]
 
-    def zs_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
-        """z per seed as NVIDIA's gen_images.py draws it, so a seed names the same image there."""
-        return zs_from_seeds(seeds, self.z_dim).to(self.device)
+    @property
+    def feature_channels(self) -> list[int]:
+        return [layer.channels for layer in self.feature_layers]
 
-    @torch.no_grad()
-    def ws_from_seeds(
-        self, seeds: Sequence[int], psi: float = 0.7, truncation_cutoff: int | None = None
-    ) -> torch.Tensor:
-        """[N, num_ws, w_dim] latents for the seeds, truncated towards the mean w by `psi`."""
-        if self.network.c_dim > 0:
-            raise DatasetGANError("conditional generators need a label per seed, which is not supported yet")
-        # one seed at a time: a batched matmul rounds differently per batch size, and a seed
-        # must name the same w wherever it is drawn (the mapping costs little next to synthesis)
-        zs = self.zs_from_seeds(seeds)
-        return torch.cat([self.network.mapping(z[None], None, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
-                          for z in zs])
+    @property
+    def feature_resolutions(self) -> list[int]:
+        return [layer.resolution for layer in self.feature_layers]
 
-    @torch.no_grad()
-    def synthesize(self, ws: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Image [N, 3, H, W] (float32, clamped to [-1, 1]) and the float32 feature pyramid.
+    @abstractmethod
+    def ws_from_seeds(self, seeds: Sequence[int], psi: float = 0.7, truncation_cutoff: int | None = None,
+                      class_ids: Sequence[int] | None = None) -> torch.Tensor:
+        """Latents [N, ...] for the seeds (a seed names the same latent wherever it is drawn),
+        truncated towards the mean by `psi`; `class_ids`: one class per seed, for conditional generators."""
 
-        Noise is the stored constant, so the same ws always gives the same image and features.
+    @abstractmethod
+    def synthesize(self, ws: torch.Tensor, noise_ids: Sequence[int] | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Image [N, 3, H, W] (float32 in [-1, 1]) and the float32 feature pyramid of each latent.
+
+        `noise_ids` names each sample's noise (its seed, or for imported latents the candidate
+        id), for architectures whose per-sample noise must be reproduced; None: the samples'
+        default noise.
         """
-        ws = ws.to(self.device, torch.float32)
-        with self._precision():
-            img, features = self.network.synthesis(ws, noise_mode="const", return_features=True)
-        return img.float().clamp(-1, 1), [f.float() for f in features]
-
-    def _precision(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float16:
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
 
     @staticmethod
     def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from datasetgan.generators.base import Generator
 from datasetgan.generators.checkpoint import load_network
 from datasetgan.generators.loaders import SUPPORTED, load_network_file
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.generators.stylegan2_generator import StyleGAN2
 
 BUILTIN = {"faces64": "faces64.safetensors"}
 
@@ -38,4 +39,6 @@ def load_network_ref(ref: str) -> StyleGAN2Generator:
 
 
 def load_generator(ref: str, device: str | torch.device = "auto") -> Generator:
-    return Generator(load_network_ref(ref), device=device)
+    """The generator `ref` names, ready on `device`. Every file read today holds a StyleGAN2; a
+    second architecture adds its module under `generators/` and its branch here, nowhere else."""
+    return StyleGAN2(load_network_ref(ref), device=device)

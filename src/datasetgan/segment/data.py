@@ -5,7 +5,6 @@ images/ + masks/ + classes.json, such as `datasetgan world render` writes or a u
 real test set.
 """
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -14,30 +13,14 @@ import torch
 from PIL import Image
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.dataset import list_pairs, read_classes
-from datasetgan.formats.masks import IGNORE, load_mask
-from datasetgan.worlds import LabelClass
-
-
-def pairs_of(folder: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) paths: a generated dataset's kept samples, else every pair of a plain folder."""
-    manifest = folder / "manifest.jsonl"
-    if not manifest.is_file():
-        return list_pairs(folder)
-    try:
-        names = [r["name"] for r in map(json.loads, manifest.read_text().splitlines()) if r["kept"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DatasetGANError(f"{manifest}: not a datasetgan manifest ({exc})") from exc
-    pairs = [(folder / "images" / f"{n}.png", folder / "masks" / f"{n}.png") for n in names]
-    missing = [path for pair in pairs for path in pair if not path.is_file()]
-    if missing:
-        raise DatasetGANError(f"{len(missing)} file(s) listed in {manifest} are missing (first: {missing[0]})")
-    return pairs
+from datasetgan.formats.dataset import labelled_pairs, read_classes
+from datasetgan.formats.masks import load_mask
+from datasetgan.labels import LabelClass, check_class_ids
 
 
 def labelled_names(folder: str | Path) -> list[str]:
     """The sample names (file stems) in the order load_labelled returns them."""
-    return [image.stem for image, _ in pairs_of(Path(folder))]
+    return [image.stem for image, _ in labelled_pairs(Path(folder))]
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -54,7 +37,7 @@ def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[
     if not folder.is_dir():
         raise DatasetGANError(f"{folder} is not a folder")
     classes = read_classes(folder)
-    pairs = pairs_of(folder)
+    pairs = labelled_pairs(folder)
     if not pairs:
         raise DatasetGANError(f"{folder} holds no labelled images")
     images, masks = [], []
@@ -69,9 +52,7 @@ def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[
         images.append(image)
         masks.append(mask)
     masks_array = np.stack(masks)
-    bad = np.unique(masks_array[(masks_array >= len(classes)) & (masks_array != IGNORE)])
-    if len(bad):
-        raise DatasetGANError(f"{folder}: masks hold class ids {bad.tolist()[:5]} but classes.json lists {len(classes)}")
+    check_class_ids(masks_array, len(classes), f"{folder}/masks", hint=f": classes.json lists {len(classes)}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks_array), classes
 
 

@@ -17,7 +17,8 @@ from torch import nn
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.masks import IGNORE, save_image
+from datasetgan.formats.masks import save_image
+from datasetgan.labels import IGNORE
 from datasetgan.metrics import (
     SegmentationScores,
     confusion_matrix,

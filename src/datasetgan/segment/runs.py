@@ -20,11 +20,11 @@ from torch import nn
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write, write_json
-from datasetgan.formats.masks import IGNORE
+from datasetgan.labels import IGNORE
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
 from datasetgan.segment.models import check_architecture
 from datasetgan.segment.train import SegmenterConfig, evaluate, save_segmenter, train_segmenter
-from datasetgan.worlds import LabelClass
+from datasetgan.labels import LabelClass
 
 BEST = "best.safetensors"
 EPOCH_FILE = re.compile(r"epoch-(\d+)\.safetensors")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import save_tensors
-from datasetgan.formats.masks import IGNORE
+from datasetgan.labels import IGNORE
 from datasetgan.metrics import ConfusionMeter, SegmentationScores
 from datasetgan.segment.models import build_segmenter, normalize
 
@@ -82,6 +82,26 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, num_classes: int,
                 shown.update(on_epoch(epoch, model, history[-1]) or {})
             bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return model.eval(), history
+
+
+def train_and_score(images: torch.Tensor, masks: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
+                    num_classes: int, steps: int, batch_size: int, seed: int, device: torch.device,
+                    architecture: str = "unet-resnet18") -> SegmentationScores:
+    """Train for exactly `steps` steps of one batch size, whatever the set's size, and score on `test`.
+
+    One epoch over steps x batch images in which every image appears equally often, to one, so
+    that training sets of any size get the same optimisation (whole epochs would be far off for
+    big sets and few steps).
+    """
+    if len(images) < 2:  # BatchNorm needs two samples a batch
+        raise DatasetGANError(f"a training set of {len(images)} image(s) is too small: use larger sets or drop less")
+    batch = min(batch_size, len(images))
+    rng = torch.Generator().manual_seed(seed)
+    rounds = math.ceil(steps * batch / len(images))
+    order = torch.cat([torch.randperm(len(images), generator=rng) for _ in range(rounds)])[: steps * batch]
+    cfg = SegmenterConfig(architecture=architecture, epochs=1, batch_size=batch, seed=seed)
+    model, _ = train_segmenter(images[order], masks[order], num_classes, cfg, device, progress=False)
+    return evaluate(model, *test, num_classes, device)
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.worlds import LabelClass
+from datasetgan.labels import LabelClass
 
 CLASSES: tuple[LabelClass, ...] = (
     LabelClass("background", (0, 0, 0)),

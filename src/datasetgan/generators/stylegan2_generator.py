@@ -1,0 +1,54 @@
+"""StyleGAN2 as a DatasetGAN `Generator`: the network of `stylegan2`, with fixed noise.
+
+The feature pyramid is the output of every synthesis conv layer, in forward order. Noise is
+each layer's stored constant for every sample, so a latent alone fixes its image and
+features (`noise_ids` is accepted and not needed).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from datasetgan.device import resolve_device
+from datasetgan.errors import DatasetGANError
+from datasetgan.generators.base import FeatureLayer, Generator, zs_from_seeds
+from datasetgan.generators.stylegan2 import StyleGAN2Generator
+
+
+class StyleGAN2(Generator):
+    """A StyleGAN2 network moved to `device` and put in eval mode; nothing here changes its weights."""
+
+    def __init__(self, network: StyleGAN2Generator, device: str | torch.device = "auto"):
+        self.device = resolve_device(device)
+        self.network = network.to(self.device).eval()
+        self.resolution = network.img_resolution
+        self.num_ws, self.w_dim, self.z_dim = network.num_ws, network.w_dim, network.z_dim
+        self.feature_layers = [FeatureLayer(f"b{layer.resolution}.{name}", layer.weight.shape[0], layer.resolution)
+                               for block in network.synthesis.blocks()
+                               for name, layer in zip(("conv0", "conv1")[-len(block.conv_layers()):],
+                                                      block.conv_layers())]
+
+    def zs_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
+        """z per seed as NVIDIA's gen_images.py draws it, so a seed names the same image there."""
+        return zs_from_seeds(seeds, self.z_dim).to(self.device)
+
+    @torch.no_grad()
+    def ws_from_seeds(self, seeds: Sequence[int], psi: float = 0.7, truncation_cutoff: int | None = None,
+                      class_ids: Sequence[int] | None = None) -> torch.Tensor:
+        """[N, num_ws, w_dim] latents for the seeds, truncated towards the mean w by `psi`."""
+        if self.network.c_dim > 0 or class_ids is not None:
+            raise DatasetGANError("conditional generators need a label per seed, which is not supported yet")
+        # one seed at a time: a batched matmul rounds differently per batch size, and a seed
+        # must name the same w wherever it is drawn (the mapping costs little next to synthesis)
+        zs = self.zs_from_seeds(seeds)
+        return torch.cat([self.network.mapping(z[None], None, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
+                          for z in zs])
+
+    @torch.no_grad()
+    def synthesize(self, ws: torch.Tensor, noise_ids: Sequence[int] | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        img, features = self.network.synthesis(ws.to(self.device, torch.float32), noise_mode="const",
+                                               return_features=True)
+        return img.float().clamp(-1, 1), [f.float() for f in features]
