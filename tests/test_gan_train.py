@@ -2,9 +2,13 @@
 is exactly the run it continues."""
 
 import json
+import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
@@ -169,3 +173,26 @@ class Noise64:
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         return torch.rand(batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(step)) * 2 - 1
+
+
+FROZEN = Path(__file__).parent / "data" / "gan-checkpoint-efde960.safetensors"
+
+
+def test_a_checkpoint_written_by_earlier_code_resumes_and_steps(tmp_path):
+    """tests/data/gan-checkpoint-efde960.safetensors was written once by the trainer of commit
+    efde960 (tiny(z_dim=8, w_dim=8, channel_base=128, channel_max=16, d_channel_base=256), Blobs,
+    two steps) and is never rewritten: the trainer of today must take it as it is."""
+    shutil.copy(FROZEN, tmp_path / "checkpoint.safetensors")
+    stored = read_checkpoint_config(tmp_path / "checkpoint.safetensors")
+    frozen = load_file(FROZEN)
+    resumed = Trainer(stored, Blobs(), CPU)
+    resumed.load(tmp_path / "checkpoint.safetensors")  # strict: every name and shape must match
+    assert resumed.step_index == 2
+    for prefix in ("G", "D", "G_ema"):
+        for name, value in getattr(resumed, prefix).state_dict().items():
+            assert torch.equal(value, frozen[f"{prefix}.{name}"]), f"{prefix}.{name}"
+    trainer = train(stored.model_copy(update={"total_kimg": 0.032}), Blobs(), tmp_path, CPU, resume=True)
+    assert trainer.step_index == 4
+    assert any(not torch.equal(a, b) for a, b in zip(weights(trainer.G), weights(resumed.G)))
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(record["loss_D"]) and math.isfinite(record["loss_G"])
