@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
-from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, snapshots_since_best, train
+from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, since_best, stop_reason, train
 from datasetgan.generators.checkpoint import load_network
 
 CPU = torch.device("cpu")
@@ -128,10 +128,65 @@ def test_discriminator_width_is_its_own_and_survives_resume(tmp_path):
 
 
 def test_only_improvements_beyond_the_threshold_reset_the_count():
-    assert snapshots_since_best([], 0.02) == 0
-    assert snapshots_since_best([3.0, 2.0, 1.0], 0.02) == 0
-    assert snapshots_since_best([1.0, 0.99, 0.985, 1.2], 0.02) == 3  # gains under 2 % are noise
-    assert snapshots_since_best([1.0, 0.99, 0.97], 0.02) == 0  # 0.97 beats 1.0 by 3 %
+    def snapshots(scores: list[float]) -> int:
+        return since_best([(10.0 * (i + 1), score) for i, score in enumerate(scores)], 0.02)[0]
+
+    assert snapshots([]) == 0
+    assert snapshots([3.0, 2.0, 1.0]) == 0
+    assert snapshots([1.0, 0.99, 0.985, 1.2]) == 3  # gains under 2 % are noise
+    assert snapshots([1.0, 0.99, 0.97]) == 0  # 0.97 beats 1.0 by 3 %
+
+
+def test_a_smoothed_curve_counts_kimg_since_its_last_new_best():
+    falling = [3.0, 2.5, 2.0, 1.0, 1.9, 1.8, 1.7, 1.6]  # one lucky snapshot at 40 kimg
+    scored = [(10.0 * (i + 1), score) for i, score in enumerate(falling)]
+    assert since_best(scored, 0.02, window=1) == (4, 40.0)  # raw: the lucky 1.0 stays the best
+    assert since_best(scored, 0.02, window=3) == (0, 0.0)  # medians 3, 2.75, 2.5, 2.0, 1.9, 1.8, 1.8, 1.7: falling
+    flat = scored + [(90.0, 1.75), (100.0, 1.72)]  # medians 1.7, 1.72: no 2 % gain on 1.7
+    assert since_best(flat, 0.02, window=3) == (2, 20.0)
+
+
+# world-FD of run d, 10 to 290 kimg (MODEL.md): still falling fast, with a 30 kimg plateau at 200-220
+RUN_D = [20.40, 16.09, 12.50, 6.88, 6.39, 6.45, 4.83, 4.39, 3.02, 2.46, 2.14, 1.90, 1.66, 1.40, 1.27, 1.18, 1.08,
+         1.09, 1.02, 0.97, 0.97, 0.95, 0.83, 0.76, 0.71, 0.65, 0.65, 0.69, 0.68]
+
+
+def noisy_curve(tail_snapshots: int, seed: int) -> list[tuple[float, float]]:
+    """Run d's curve, then a flat tail at its last level, every snapshot times 1 +- 4 % (seeded)."""
+    values = torch.tensor(RUN_D + [0.67] * tail_snapshots, dtype=torch.float64)
+    noise = 1 + 0.04 * torch.randn(len(values), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return [(10.0 * (i + 1), float(v)) for i, v in enumerate(values * noise)]
+
+
+def first_stop(cfg: GANConfig, scored: list[tuple[float, float]]) -> float | None:
+    """The kimg at which the rule stops a run that logs `scored`, snapshot by snapshot."""
+    return next((scored[i - 1][0] for i in range(1, len(scored) + 1) if stop_reason(cfg, scored[:i])), None)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_patience_in_kimg_on_a_smoothed_curve_waits_out_plateaus_and_stops_on_a_flat_tail(seed):
+    rule = GANConfig(patience_kimg=100, fd_window=5)
+    assert first_stop(rule, noisy_curve(0, seed)) is None  # no stop while the curve falls
+    stop = first_stop(rule, noisy_curve(40, seed))
+    assert stop is not None and 290 < stop <= 290 + 3 * 100  # in the tail, within a few patiences
+
+
+def test_patience_in_snapshots_on_the_raw_curve_stops_on_noise():
+    """Today's rule (3 snapshots, 2 %) on the same curves stops some of them while they fall."""
+    stops = [first_stop(GANConfig(patience=3), noisy_curve(0, seed)) for seed in range(5)]
+    assert any(stop is not None for stop in stops)
+
+
+def test_learning_rates_halve_every_half_life_after_the_decay_starts():
+    trainer = Trainer(tiny(lr_decay_kimg=0.016, lr_half_life_kimg=0.008), Blobs(), CPU)
+    lrs = []
+    for _ in range(5):  # 8 images a step: 0, 0.008, ... 0.032 kimg
+        trainer.step()
+        lrs.append(trainer.opt_G.param_groups[0]["lr"] / trainer.cfg.g_lr)
+    assert lrs == pytest.approx([1, 1, 1, 0.5, 0.25])
+    d_ratio = trainer.opt_D.param_groups[0]["lr"] / trainer.cfg.d_lr  # D keeps its lazy-R1 rescaling
+    assert d_ratio == pytest.approx(0.25 * trainer.cfg.r1_interval / (trainer.cfg.r1_interval + 1))
+    assert Trainer(tiny(), Blobs(), CPU).lr_scale() == 1.0  # no schedule by default
 
 
 class FlatQuality:
