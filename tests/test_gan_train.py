@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
-from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, since_best, stop_reason, train
+from datasetgan.gan.run import run_config, score_snapshots, train_run
+from datasetgan.gan.train import (GANConfig, Trainer, read_checkpoint_config, read_log, since_best, stop_reason,
+                                  train)
 from datasetgan.generators.checkpoint import load_network
 
 CPU = torch.device("cpu")
@@ -251,3 +254,51 @@ def test_a_checkpoint_written_by_earlier_code_resumes_and_steps(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(weights(trainer.G), weights(resumed.G)))
     record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
     assert math.isfinite(record["loss_D"]) and math.isfinite(record["loss_G"])
+
+
+def write_pngs(folder: Path, count: int = 4) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        pixels = torch.randint(0, 256, (20, 24, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return folder
+
+
+TINY_OPTIONS = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32,
+                    batch_size=8, r1_interval=2, total_kimg=0.016, snapshot_kimg=0.008)
+
+
+def test_a_run_from_options_trains_and_resumes_with_its_stored_config(tmp_path):
+    folder, run_dir = write_pngs(tmp_path / "pictures"), tmp_path / "run"
+    cfg = run_config(run_dir, False, None, folder, patience=None, **TINY_OPTIONS)
+    assert cfg.source == f"images:{folder}" and cfg.patience == 0  # None: not given, the default
+    heard = []
+    train_run(cfg, run_dir, CPU, resume=False, announce=heard.append)
+    assert heard == [f"training on images:{folder} (4 images), run folder {run_dir}"]
+    resumed = run_config(run_dir, True, None, None, total_kimg=0.024, batch_size=4, patience_kimg=50, ema_kimg=20)
+    assert resumed == cfg.model_copy(update={"total_kimg": 0.024, "patience_kimg": 50, "ema_kimg": 20})  # not batch
+    assert train_run(resumed, run_dir, CPU, resume=True).step_index == 3
+    assert len(read_log(run_dir / "log.jsonl")) == 3
+
+
+@pytest.mark.parametrize("sources, options, message", [
+    ((None, None), {}, "give exactly one of --world NAME or --images DIR"),
+    (("faces", Path("pictures")), {}, "give exactly one of --world NAME or --images DIR"),
+    (("faces", None), {"style_mixing": 1.5}, "style_mixing"),
+    (("faces", None), {"fd_window": 0}, "fd_window"),
+    (("faces", None), {"init_generator": "builtin:faces64", "channel_base": 512}, "drop --resolution"),
+])
+def test_bad_run_options_are_refused_in_one_line(tmp_path, sources, options, message):
+    with pytest.raises(DatasetGANError, match=message) as caught:
+        run_config(tmp_path, False, *sources, **options)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_warm_start_takes_its_generators_architecture(tmp_path):
+    cfg = run_config(tmp_path, False, "faces", None, init_generator="builtin:faces64", resolution=64, total_kimg=5.0)
+    assert (cfg.channel_base, cfg.z_dim, cfg.total_kimg) == (2048, 128, 5.0)
+
+
+def test_scoring_a_run_without_snapshots_is_refused(tmp_path):
+    with pytest.raises(DatasetGANError, match="no snapshots in"):
+        next(score_snapshots(tmp_path, "faces", 8, 1, CPU))

@@ -40,6 +40,7 @@ from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.viz import grid
 
 SAMPLE_SEEDS = range(32)
+CHECKPOINT = "checkpoint.safetensors"  # a run folder's whole training state
 
 
 class GANConfig(BaseModel):
@@ -328,7 +329,7 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     run_dir = Path(run_dir)
     for sub in ("snapshots", "samples"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    checkpoint, log = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
+    checkpoint, log = run_dir / CHECKPOINT, run_dir / "log.jsonl"
     if checkpoint.exists() and not resume:
         raise DatasetGANError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --run")
     if log.exists() and not checkpoint.exists():  # its history would count toward --patience
