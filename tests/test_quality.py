@@ -113,3 +113,18 @@ def test_the_world_reports_the_attributes_it_drew_per_seed():
     assert torch.allclose(background, expected, atol=0.03)
     for name, values in world.attribute_values.items():
         assert attributes[name].min() >= 0 and attributes[name].max() < len(values)
+
+
+def test_the_trainer_logs_every_figure_at_each_snapshot(tmp_path):
+    from datasetgan.gan.data import WorldImages
+    from datasetgan.gan.train import GANConfig, read_log, train
+
+    cfg = GANConfig(resolution=64, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16,
+                    batch_size=4, r1_interval=2, total_kimg=0.008, snapshot_kimg=0.004)
+    world = get_world("faces")
+    train(cfg, WorldImages("faces", 64), tmp_path, torch.device("cpu"), evaluate=_faces_metric(16))
+    records = read_log(tmp_path / "log.jsonl")
+    assert [r["kimg"] for r in records] == [0.004, 0.008]
+    for record in records:
+        assert 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1 and record["world_fd"] > 0
+        assert set(record["attribute_tv"]) == set(world.attribute_values) == set(record["attribute_coverage"])
