@@ -2,13 +2,20 @@
 is exactly the run it continues."""
 
 import json
+import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import load_file
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
-from datasetgan.gan.train import GANConfig, Trainer, read_checkpoint_config, snapshots_since_best, train
+from datasetgan.gan.run import run_config, score_snapshots, train_run
+from datasetgan.gan.train import (GANConfig, Trainer, read_checkpoint_config, read_log, since_best, stop_reason,
+                                  train)
 from datasetgan.generators.checkpoint import load_network
 
 CPU = torch.device("cpu")
@@ -124,10 +131,65 @@ def test_discriminator_width_is_its_own_and_survives_resume(tmp_path):
 
 
 def test_only_improvements_beyond_the_threshold_reset_the_count():
-    assert snapshots_since_best([], 0.02) == 0
-    assert snapshots_since_best([3.0, 2.0, 1.0], 0.02) == 0
-    assert snapshots_since_best([1.0, 0.99, 0.985, 1.2], 0.02) == 3  # gains under 2 % are noise
-    assert snapshots_since_best([1.0, 0.99, 0.97], 0.02) == 0  # 0.97 beats 1.0 by 3 %
+    def snapshots(scores: list[float]) -> int:
+        return since_best([(10.0 * (i + 1), score) for i, score in enumerate(scores)], 0.02)[0]
+
+    assert snapshots([]) == 0
+    assert snapshots([3.0, 2.0, 1.0]) == 0
+    assert snapshots([1.0, 0.99, 0.985, 1.2]) == 3  # gains under 2 % are noise
+    assert snapshots([1.0, 0.99, 0.97]) == 0  # 0.97 beats 1.0 by 3 %
+
+
+def test_a_smoothed_curve_counts_kimg_since_its_last_new_best():
+    falling = [3.0, 2.5, 2.0, 1.0, 1.9, 1.8, 1.7, 1.6]  # one lucky snapshot at 40 kimg
+    scored = [(10.0 * (i + 1), score) for i, score in enumerate(falling)]
+    assert since_best(scored, 0.02, window=1) == (4, 40.0)  # raw: the lucky 1.0 stays the best
+    assert since_best(scored, 0.02, window=3) == (0, 0.0)  # medians 3, 2.75, 2.5, 2.0, 1.9, 1.8, 1.8, 1.7: falling
+    flat = scored + [(90.0, 1.75), (100.0, 1.72)]  # medians 1.7, 1.72: no 2 % gain on 1.7
+    assert since_best(flat, 0.02, window=3) == (2, 20.0)
+
+
+# world-FD of run d, 10 to 290 kimg (MODEL.md): still falling fast, with a 30 kimg plateau at 200-220
+RUN_D = [20.40, 16.09, 12.50, 6.88, 6.39, 6.45, 4.83, 4.39, 3.02, 2.46, 2.14, 1.90, 1.66, 1.40, 1.27, 1.18, 1.08,
+         1.09, 1.02, 0.97, 0.97, 0.95, 0.83, 0.76, 0.71, 0.65, 0.65, 0.69, 0.68]
+
+
+def noisy_curve(tail_snapshots: int, seed: int) -> list[tuple[float, float]]:
+    """Run d's curve, then a flat tail at its last level, every snapshot times 1 +- 4 % (seeded)."""
+    values = torch.tensor(RUN_D + [0.67] * tail_snapshots, dtype=torch.float64)
+    noise = 1 + 0.04 * torch.randn(len(values), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return [(10.0 * (i + 1), float(v)) for i, v in enumerate(values * noise)]
+
+
+def first_stop(cfg: GANConfig, scored: list[tuple[float, float]]) -> float | None:
+    """The kimg at which the rule stops a run that logs `scored`, snapshot by snapshot."""
+    return next((scored[i - 1][0] for i in range(1, len(scored) + 1) if stop_reason(cfg, scored[:i])), None)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_patience_in_kimg_on_a_smoothed_curve_waits_out_plateaus_and_stops_on_a_flat_tail(seed):
+    rule = GANConfig(patience_kimg=100, fd_window=5)
+    assert first_stop(rule, noisy_curve(0, seed)) is None  # no stop while the curve falls
+    stop = first_stop(rule, noisy_curve(40, seed))
+    assert stop is not None and 290 < stop <= 290 + 3 * 100  # in the tail, within a few patiences
+
+
+def test_patience_in_snapshots_on_the_raw_curve_stops_on_noise():
+    """Today's rule (3 snapshots, 2 %) on the same curves stops some of them while they fall."""
+    stops = [first_stop(GANConfig(patience=3), noisy_curve(0, seed)) for seed in range(5)]
+    assert any(stop is not None for stop in stops)
+
+
+def test_learning_rates_halve_every_half_life_after_the_decay_starts():
+    trainer = Trainer(tiny(lr_decay_kimg=0.016, lr_half_life_kimg=0.008), Blobs(), CPU)
+    lrs = []
+    for _ in range(5):  # 8 images a step: 0, 0.008, ... 0.032 kimg
+        trainer.step()
+        lrs.append(trainer.opt_G.param_groups[0]["lr"] / trainer.cfg.g_lr)
+    assert lrs == pytest.approx([1, 1, 1, 0.5, 0.25])
+    d_ratio = trainer.opt_D.param_groups[0]["lr"] / trainer.cfg.d_lr  # D keeps its lazy-R1 rescaling
+    assert d_ratio == pytest.approx(0.25 * trainer.cfg.r1_interval / (trainer.cfg.r1_interval + 1))
+    assert Trainer(tiny(), Blobs(), CPU).lr_scale() == 1.0  # no schedule by default
 
 
 class FlatQuality:
@@ -169,3 +231,74 @@ class Noise64:
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         return torch.rand(batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(step)) * 2 - 1
+
+
+FROZEN = Path(__file__).parent / "data" / "gan-checkpoint-efde960.safetensors"
+
+
+def test_a_checkpoint_written_by_earlier_code_resumes_and_steps(tmp_path):
+    """tests/data/gan-checkpoint-efde960.safetensors was written once by the trainer of commit
+    efde960 (tiny(z_dim=8, w_dim=8, channel_base=128, channel_max=16, d_channel_base=256), Blobs,
+    two steps) and is never rewritten: the trainer of today must take it as it is."""
+    shutil.copy(FROZEN, tmp_path / "checkpoint.safetensors")
+    stored = read_checkpoint_config(tmp_path / "checkpoint.safetensors")
+    frozen = load_file(FROZEN)
+    resumed = Trainer(stored, Blobs(), CPU)
+    resumed.load(tmp_path / "checkpoint.safetensors")  # strict: every name and shape must match
+    assert resumed.step_index == 2
+    for prefix in ("G", "D", "G_ema"):
+        for name, value in getattr(resumed, prefix).state_dict().items():
+            assert torch.equal(value, frozen[f"{prefix}.{name}"]), f"{prefix}.{name}"
+    trainer = train(stored.model_copy(update={"total_kimg": 0.032}), Blobs(), tmp_path, CPU, resume=True)
+    assert trainer.step_index == 4
+    assert any(not torch.equal(a, b) for a, b in zip(weights(trainer.G), weights(resumed.G)))
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(record["loss_D"]) and math.isfinite(record["loss_G"])
+
+
+def write_pngs(folder: Path, count: int = 4) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        pixels = torch.randint(0, 256, (20, 24, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return folder
+
+
+TINY_OPTIONS = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32,
+                    batch_size=8, r1_interval=2, total_kimg=0.016, snapshot_kimg=0.008)
+
+
+def test_a_run_from_options_trains_and_resumes_with_its_stored_config(tmp_path):
+    folder, run_dir = write_pngs(tmp_path / "pictures"), tmp_path / "run"
+    cfg = run_config(run_dir, False, None, folder, patience=None, **TINY_OPTIONS)
+    assert cfg.source == f"images:{folder}" and cfg.patience == 0  # None: not given, the default
+    heard = []
+    train_run(cfg, run_dir, CPU, resume=False, announce=heard.append)
+    assert heard == [f"training on images:{folder} (4 images), run folder {run_dir}"]
+    resumed = run_config(run_dir, True, None, None, total_kimg=0.024, batch_size=4, patience_kimg=50, ema_kimg=20)
+    assert resumed == cfg.model_copy(update={"total_kimg": 0.024, "patience_kimg": 50, "ema_kimg": 20})  # not batch
+    assert train_run(resumed, run_dir, CPU, resume=True).step_index == 3
+    assert len(read_log(run_dir / "log.jsonl")) == 3
+
+
+@pytest.mark.parametrize("sources, options, message", [
+    ((None, None), {}, "give exactly one of --world NAME or --images DIR"),
+    (("faces", Path("pictures")), {}, "give exactly one of --world NAME or --images DIR"),
+    (("faces", None), {"style_mixing": 1.5}, "style_mixing"),
+    (("faces", None), {"fd_window": 0}, "fd_window"),
+    (("faces", None), {"init_generator": "builtin:faces64", "channel_base": 512}, "drop --resolution"),
+])
+def test_bad_run_options_are_refused_in_one_line(tmp_path, sources, options, message):
+    with pytest.raises(DatasetGANError, match=message) as caught:
+        run_config(tmp_path, False, *sources, **options)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_warm_start_takes_its_generators_architecture(tmp_path):
+    cfg = run_config(tmp_path, False, "faces", None, init_generator="builtin:faces64", resolution=64, total_kimg=5.0)
+    assert (cfg.channel_base, cfg.z_dim, cfg.total_kimg) == (2048, 128, 5.0)
+
+
+def test_scoring_a_run_without_snapshots_is_refused(tmp_path):
+    with pytest.raises(DatasetGANError, match="no snapshots in"):
+        next(score_snapshots(tmp_path, "faces", 8, 1, CPU))

@@ -163,9 +163,20 @@ def gan_train(
     oracle: bool = typer.Option(True, help="Log world-FD at snapshots when the world has an oracle."),
     patience: int = typer.Option(
         None, help="Stop once world-FD has not improved for this many snapshots (default 0: train to --kimg)."),
+    patience_kimg: float = typer.Option(
+        None, help="Stop once world-FD has not improved for this many kimg, e.g. 100 (default 0: train to --kimg)."),
+    fd_window: int = typer.Option(
+        None, help="The stopping rules read world-FD's running median over this many snapshots (default 1)."),
     min_improvement: float = typer.Option(
         None, help="The relative drop in world-FD that counts as an improvement (default 0.02)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+    lr_decay_kimg: float = typer.Option(None, help="From this kimg on, learning rates decay (with --lr-half-life-kimg)."),
+    lr_half_life_kimg: float = typer.Option(
+        None, help="Learning rates halve every this many kimg after --lr-decay-kimg (default 0: constant)."),
+    ema_kimg: float = typer.Option(
+        None, help="Half-life of G's moving average in kimg (default 10); raised on --resume, it grows at 5 % "
+                   "of the images shown up to the new value."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint; "
+                                "--kimg, the stopping and schedule options above may change."),
     init_generator: str = typer.Option(
         "", help="Warm start a new run: G begins as this generator (builtin:NAME or a file, whose architecture "
                  "the run takes), D afresh."),
@@ -175,55 +186,19 @@ def gan_train(
     device: str = DeviceOption,
 ) -> None:
     """Train a StyleGAN2 (checkpoints every few minutes; --resume continues)."""
-    from pydantic import ValidationError
-
-    from datasetgan.errors import summarize
-    from datasetgan.gan.data import FolderImages, WorldImages
-    from datasetgan.gan.train import GANConfig, config_for, read_checkpoint_config, train
-    from datasetgan.generators.registry import load_network_ref
+    from datasetgan.gan.run import run_config, train_run
 
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    checkpoint = run / "checkpoint.safetensors"
-    stopping = {key: value for key, value in (("patience", patience), ("min_improvement", min_improvement))
-                if value is not None}
-    if resume and checkpoint.exists():
-        stored = read_checkpoint_config(checkpoint).model_dump()
-        try:
-            cfg = GANConfig(**{**stored, "total_kimg": kimg, **stopping})
-        except ValidationError as exc:
-            raise DatasetGANError(summarize(exc)) from exc
-    else:
-        if (world is None) == (images is None):
-            raise DatasetGANError("give exactly one of --world NAME or --images DIR")
-        settings = dict(total_kimg=kimg, batch_size=batch, g_lr=glr, d_lr=dlr, augment=augment,
-                        d_channel_base=d_channel_base, style_mixing=style_mixing,
-                        snapshot_kimg=snapshot_kimg, seed=seed,
-                        source=f"world:{world}" if world else f"images:{images}",
-                        init_generator=init_generator, d_warmup_kimg=d_warmup_kimg, **stopping)
-        if init_generator and (resolution, channel_base, channel_max) != (64, 2048, 128):
-            raise DatasetGANError("--init-generator takes the architecture of that generator: "
-                                  "drop --resolution, --channel-base and --channel-max")
-        try:
-            if init_generator:  # the architecture is the given generator's
-                cfg = config_for(load_network_ref(init_generator), **settings)
-            else:
-                cfg = GANConfig(resolution=check_resolution(resolution), channel_base=channel_base,
-                                channel_max=channel_max, **settings)
-        except ValidationError as exc:
-            raise DatasetGANError(summarize(exc)) from exc
-    kind, _, name = cfg.source.partition(":")
-    source = WorldImages(name, cfg.resolution) if kind == "world" else FolderImages(name, cfg.resolution, cfg.seed)
-    evaluate = None
-    if oracle and kind == "world":
-        from datasetgan.gan.quality import WorldFD
-        from datasetgan.worlds.oracle import builtin_oracle_path, load_oracle
-
-        if builtin_oracle_path(name, cfg.resolution).is_file():
-            evaluate = WorldFD(load_oracle(name, cfg.resolution, dev), name, cfg.resolution, dev)
-    typer.echo(f"training on {source.description}, run folder {run}")
-    train(cfg, source, run, dev, resume=resume, evaluate=evaluate)
+    cfg = run_config(
+        run, resume, world, images, resolution=check_resolution(resolution), channel_base=channel_base,
+        channel_max=channel_max, total_kimg=kimg, batch_size=batch, g_lr=glr, d_lr=dlr, augment=augment,
+        d_channel_base=d_channel_base, style_mixing=style_mixing, snapshot_kimg=snapshot_kimg, seed=seed,
+        init_generator=init_generator, d_warmup_kimg=d_warmup_kimg, patience=patience, patience_kimg=patience_kimg,
+        fd_window=fd_window, min_improvement=min_improvement, lr_decay_kimg=lr_decay_kimg,
+        lr_half_life_kimg=lr_half_life_kimg, ema_kimg=ema_kimg)
+    train_run(cfg, run, dev, resume, oracle=oracle, announce=typer.echo)
 
 
 @gan_app.command("fd")
@@ -234,20 +209,12 @@ def gan_fd(
     every: int = typer.Option(1, help="Score every k-th snapshot."),
     device: str = DeviceOption,
 ) -> None:
-    """World-FD of each snapshot of a run, with the real-vs-real floor and part coverage per class."""
-    from datasetgan.gan.quality import WorldFD
-    from datasetgan.generators.checkpoint import load_network
-    from datasetgan.worlds.oracle import load_oracle
+    """Score each snapshot of a run: world-FD and its real-vs-real floor, precision and recall beside their
+    real-vs-real values, part coverage per class and attribute coverage per value."""
+    from datasetgan.gan.run import score_snapshots
 
-    dev = resolve_device(device)
-    snapshots = sorted((run / "snapshots").glob("network-*.safetensors"))[::every]
-    if not snapshots:
-        raise DatasetGANError(f"no snapshots in {run / 'snapshots'}")
-    network = load_network(snapshots[0])
-    metric = WorldFD(load_oracle(world, network.img_resolution, dev), world, network.img_resolution, dev, n)
-    for path in snapshots:
-        kimg = int(path.stem.split("-")[1])
-        typer.echo(json.dumps({"kimg": kimg, **metric(load_network(path).to(dev))}))
+    for record in score_snapshots(run, world, n, every, resolve_device(device)):
+        typer.echo(json.dumps(record))
 
 
 @generator_app.command("sample")

@@ -62,3 +62,9 @@ class FolderImages:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         index = torch.randint(len(self.images), (batch_size,), generator=generator)
         return to_signed(self.images[index])
+
+
+def open_source(source: str, resolution: int, seed: int) -> WorldImages | FolderImages:
+    """A run config's source, "world:NAME" or "images:DIR"."""
+    kind, _, name = source.partition(":")
+    return WorldImages(name, resolution) if kind == "world" else FolderImages(name, resolution, seed)

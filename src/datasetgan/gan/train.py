@@ -16,6 +16,7 @@ afresh, and may learn alone for the first `d_warmup_kimg`.
 import copy
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -39,6 +40,7 @@ from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.viz import grid
 
 SAMPLE_SEEDS = range(32)
+CHECKPOINT = "checkpoint.safetensors"  # a run folder's whole training state
 
 
 class GANConfig(BaseModel):
@@ -65,7 +67,11 @@ class GANConfig(BaseModel):
     snapshot_kimg: float = 10.0
     checkpoint_minutes: float = 5.0
     patience: int = Field(0, ge=0)  # stop after this many snapshots without a new best world-FD (0: run on)
+    patience_kimg: float = Field(0.0, ge=0.0)  # stop after this many kimg without a new best world-FD (0: run on)
+    fd_window: int = Field(1, ge=1)  # the stopping rule reads world-FD's running median over this many snapshots
     min_improvement: float = Field(0.02, ge=0.0, lt=1.0)  # the relative drop in world-FD that is a new best
+    lr_decay_kimg: float = Field(0.0, ge=0.0)  # from this kimg on, both learning rates halve every lr_half_life_kimg
+    lr_half_life_kimg: float = Field(0.0, ge=0.0)  # 0: constant learning rates
     fused_modconv: bool = False  # True: per-sample grouped conv (slower on CPU, for comparison)
     channels_last: bool = True  # False: the plain NCHW layout (slower on CPU, for comparison)
     seed: int = 0
@@ -129,6 +135,7 @@ class Trainer:
         ratio = cfg.r1_interval / (cfg.r1_interval + 1)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr * ratio,
                                       betas=tuple(b**ratio for b in cfg.betas), eps=1e-8)
+        self.base_lrs = ((self.opt_G, cfg.g_lr), (self.opt_D, cfg.d_lr * ratio))
         self.step_index, self.seconds = 0, 0.0
 
     @property
@@ -171,8 +178,18 @@ class Trainer:
             torch.manual_seed((self.cfg.seed * 1_000_003 + self.step_index) * 4 + 2)
             return self._step()
 
+    def lr_scale(self) -> float:
+        """The learning rates' share of their configured values at this step (the decay schedule)."""
+        cfg = self.cfg
+        if not cfg.lr_half_life_kimg:
+            return 1.0
+        return 0.5 ** (max(0.0, self.kimg - cfg.lr_decay_kimg) / cfg.lr_half_life_kimg)
+
     def _step(self) -> dict[str, float]:
         cfg, stats = self.cfg, {}
+        for optimiser, lr in self.base_lrs:  # set every step: checkpoints keep no learning rate
+            for group in optimiser.param_groups:
+                group["lr"] = lr * self.lr_scale()
         # Discriminator: fakes down, reals up, and every r1_interval steps the R1 penalty
         rng = self._rng(0)
         real = self.source.batch(self.step_index, cfg.batch_size).to(self.device, memory_format=self.memory_format)
@@ -271,16 +288,30 @@ def sample_grid(G: StyleGAN2Generator, device: torch.device, seeds=SAMPLE_SEEDS,
     return grid(list(tiles), columns)
 
 
-def snapshots_since_best(scores: list[float], min_improvement: float) -> int:
-    """How many scores (lower is better) came after the last one that beat the best before it
-    by at least `min_improvement` of its value: noise-sized gains do not reset the count."""
-    best, since = math.inf, 0
-    for score in scores:
-        if score < best * (1 - min_improvement):
-            best, since = score, 0
+def since_best(scored: list[tuple[float, float]], min_improvement: float, window: int = 1) -> tuple[int, float]:
+    """Snapshots and kimg since the last new best of scores (lower is better) given as (kimg, score):
+    a new best beats the best before it by at least `min_improvement` of its value, so noise-sized
+    gains do not count, and with `window` > 1 the scores are first smoothed by a running median of
+    that many snapshots, so a single lucky or unlucky snapshot neither sets nor breaks a best."""
+    best, best_kimg, since = math.inf, 0.0, 0
+    for index, (kimg, _) in enumerate(scored):
+        smoothed = statistics.median(score for _, score in scored[max(0, index + 1 - window) : index + 1])
+        if smoothed < best * (1 - min_improvement):
+            best, best_kimg, since = smoothed, kimg, 0
         else:
             since += 1
-    return since
+    return since, (scored[-1][0] - best_kimg if scored else 0.0)
+
+
+def stop_reason(cfg: GANConfig, scored: list[tuple[float, float]]) -> str | None:
+    """Why training should stop now, given the world-FD of every snapshot so far (kimg, FD); None: go on."""
+    snapshots, kimg = since_best(scored, cfg.min_improvement, cfg.fd_window)
+    curve = f"world-FD (running median of {cfg.fd_window} snapshots)" if cfg.fd_window > 1 else "world-FD"
+    if cfg.patience and snapshots >= cfg.patience:
+        return f"{curve} has not improved by {cfg.min_improvement:.0%} for {cfg.patience} snapshots"
+    if cfg.patience_kimg and kimg >= cfg.patience_kimg:
+        return f"{curve} has not improved by {cfg.min_improvement:.0%} for {kimg:.0f} kimg"
+    return None
 
 
 def read_log(path: Path) -> list[dict]:
@@ -292,12 +323,13 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     """Train until cfg.total_kimg, checkpointing every few minutes and at every snapshot.
 
     `evaluate(G_ema)` (e.g. world-FD) runs at every snapshot and its numbers go to the log;
-    with `cfg.patience`, training stops once world-FD has not improved for that many snapshots.
+    with `cfg.patience` or `cfg.patience_kimg`, training stops once world-FD has not improved
+    for that many snapshots or kimg (`stop_reason`).
     """
     run_dir = Path(run_dir)
     for sub in ("snapshots", "samples"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    checkpoint, log = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
+    checkpoint, log = run_dir / CHECKPOINT, run_dir / "log.jsonl"
     if checkpoint.exists() and not resume:
         raise DatasetGANError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --run")
     if log.exists() and not checkpoint.exists():  # its history would count toward --patience
@@ -339,12 +371,11 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
         if at_snapshot or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             trainer.save(checkpoint)
             last_save = time.monotonic()
-        if (at_snapshot and cfg.patience
-                and snapshots_since_best([fd for _, fd in scored], cfg.min_improvement) >= cfg.patience):
+        reason = stop_reason(cfg, scored) if at_snapshot else None
+        if reason:
             best_kimg, best_fd = min(scored, key=lambda item: item[1])
-            bar.write(f"world-FD has not improved by {cfg.min_improvement:.0%} for {cfg.patience} snapshots: "
-                      f"stopping at {trainer.kimg:.1f} kimg; the lowest, {best_fd:.3f}, is the snapshot of "
-                      f"{best_kimg:.0f} kimg")
+            bar.write(f"{reason}: stopping at {trainer.kimg:.1f} kimg; the lowest, {best_fd:.3f}, is the snapshot "
+                      f"of {best_kimg:.0f} kimg")
             break
     bar.close()
     return trainer

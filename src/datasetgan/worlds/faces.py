@@ -46,6 +46,16 @@ CLASSES: tuple[LabelClass, ...] = (
 )
 _CLASS_ID = {c.name: i for i, c in enumerate(CLASSES)}
 
+# What the world reports of each image exactly (`FacesWorld.attributes`): a few values each,
+# coarse enough to be told apart at 32 px; a quality check counts how often a generator draws each.
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "hair_colour": ("dark", "brown", "blond", "red", "grey", "colourful"),
+    "hair_length": ("none", "short", "long"),
+    "facial_hair": ("no", "yes"),
+    "clothes": ("plain", "striped"),
+    "background": ("plain", "striped", "checked"),
+}
+
 
 class _M(IntEnum):
     """Materials: what a pixel is painted with. Each has a colour per image and one class."""
@@ -100,6 +110,7 @@ class FacesWorld:
 
     name = "faces"
     classes: tuple[LabelClass, ...] = CLASSES
+    attribute_values: dict[str, tuple[str, ...]] = ATTRIBUTES
 
     def __init__(self) -> None:
         self.seed_ranges: dict[str, range] = {
@@ -122,6 +133,12 @@ class FacesWorld:
             images.append(image)
             labels.append(label)
         return torch.cat(images), torch.cat(labels)
+
+    def attributes(self, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+        """For each of `ATTRIBUTES`, the index of its value per seed (int [N]), exactly as drawn."""
+        seeds = _checked_seeds(seeds)
+        chunks = [_scene_attributes(_draw_scene(seeds[i:i + 1024], 32)) for i in range(0, len(seeds), 1024)]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in ATTRIBUTES}
 
 
 # ----------------------------------------------------------------------------- validation
@@ -180,7 +197,10 @@ class _Draws:
 
     def colour(self, palette: np.ndarray, weights: Sequence[float], jitter: float) -> np.ndarray:
         """A palette entry, scaled per channel by up to ±jitter: [N, 3] in 0..255."""
-        base = palette[self.choice(weights)]
+        return self.jittered(palette[self.choice(weights)], jitter)
+
+    def jittered(self, base: np.ndarray, jitter: float) -> np.ndarray:
+        """Colours [N, 3] scaled per channel by up to ±jitter, in 0..255."""
         scale = np.stack([self.uniform(1 - jitter, 1 + jitter) for _ in range(3)], axis=1)
         return np.clip(base * scale, 0, 255)
 
@@ -260,6 +280,7 @@ _HAIR_COLOURS = np.array([
     (238, 225, 185), (175, 72, 30), (115, 38, 22), (140, 140, 140), (225, 225, 222),
     (40, 70, 200), (230, 80, 170), (120, 50, 175), (40, 160, 95)], dtype=np.float64)
 _HAIR_WEIGHTS = (0.2, 0.18, 0.14, 0.1, 0.09, 0.03, 0.06, 0.05, 0.05, 0.03, 0.02, 0.02, 0.02, 0.01)
+_HAIR_COLOUR_GROUP = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5, 5])  # of each `_HAIR_COLOURS` entry
 _IRIS_COLOURS = np.array([(55, 32, 20), (100, 62, 30), (125, 105, 45), (70, 125, 75),
                           (65, 115, 200), (115, 128, 140)], dtype=np.float64)
 _IRIS_WEIGHTS = (0.35, 0.22, 0.1, 0.1, 0.15, 0.08)
@@ -278,6 +299,7 @@ _FACE_RANGES = dict(
 # Hair styles and their geometry ranges (head units, v grows downwards, eyes near v = 0.1).
 _HAIR_STYLES = ("bald", "balding", "buzz", "short", "mop", "bob", "long", "ponytail", "curly")
 _HAIR_STYLE_WEIGHTS = (0.04, 0.04, 0.07, 0.17, 0.12, 0.15, 0.2, 0.09, 0.12)
+_HAIR_LENGTH_OF_STYLE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 1])  # into ATTRIBUTES["hair_length"]
 _HAIR_RANGES = dict(
     width=[(1, 1), (1.02, 1.06), (1.0, 1.02), (1.05, 1.15), (1.12, 1.25), (1.12, 1.28),
            (1.12, 1.28), (1.03, 1.1), (1.3, 1.5)],
@@ -358,7 +380,7 @@ def _sample_hair(d: _Draws, fig: SimpleNamespace) -> SimpleNamespace:
     bun = d.chance(0.4)
     tail_side = np.where(d.chance(0.5), 1.0, -1.0)
     return SimpleNamespace(
-        present=~is_style("bald"), buzz=is_style("buzz"),
+        style=style, present=~is_style("bald"), buzz=is_style("buzz"),
         width=geo["width"], height=geo["height"], lift=geo["lift"], bottom=geo["bottom"],
         fringe=geo["fringe"], side=geo["side"], back=geo["back"],
         has_back=geo["back"] > 0, long=is_style("long"),
@@ -389,15 +411,17 @@ def _sample_clothes(d: _Draws, fig: SimpleNamespace) -> SimpleNamespace:
     )
 
 
-def _sample_material_colours(d: _Draws, hair: SimpleNamespace) -> Tensor:
-    """Colour of every material for every image: [N, materials, 3] in 0..255."""
+def _sample_material_colours(d: _Draws, hair: SimpleNamespace) -> tuple[Tensor, np.ndarray]:
+    """Colour of every material for every image: [N, materials, 3] in 0..255, and the index of
+    each image's hair colour in `_HAIR_COLOURS`."""
     n = len(hair.present)
     tone = d.uniform(0, len(_SKIN_TONES) - 1)
     skin = np.stack([np.interp(tone, np.arange(len(_SKIN_TONES)), _SKIN_TONES[:, c])
                      for c in range(3)], axis=1)
     skin = skin * d.uniform(0.95, 1.05)[:, None] + np.stack(
         [d.uniform(-8, 8), d.uniform(-6, 6), d.uniform(-8, 8)], axis=1)
-    hair_rgb = d.colour(_HAIR_COLOURS, _HAIR_WEIGHTS, 0.12)
+    hair_colour = d.choice(_HAIR_WEIGHTS)
+    hair_rgb = d.jittered(_HAIR_COLOURS[hair_colour], 0.12)
     # A buzz cut shows the scalp through the stubble.
     hair_rgb = np.where(hair.buzz[:, None], 0.55 * hair_rgb + 0.45 * skin * 0.7, hair_rgb)
     natural_brow = np.array([45.0, 32.0, 25.0])
@@ -422,7 +446,7 @@ def _sample_material_colours(d: _Draws, hair: SimpleNamespace) -> Tensor:
     table = np.zeros((n, len(_M), 3))
     for material, rgb in colours.items():
         table[:, material] = rgb
-    return torch.from_numpy(np.clip(table, 0, 255).astype(np.float32))
+    return torch.from_numpy(np.clip(table, 0, 255).astype(np.float32)), hair_colour
 
 
 def _sample_background(d: _Draws) -> SimpleNamespace:
@@ -964,20 +988,48 @@ def _apply_camera(img: Tensor, cam: SimpleNamespace, sensor: Tensor) -> Tensor:
     return img.round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
-def _render_chunk(seeds: Sequence[int], resolution: int, factor: int) -> tuple[Tensor, Tensor]:
-    """Draw parameters, paint the supersampled scene, reduce it, add background and camera."""
+@dataclass
+class _Scene:
+    """Every parameter of a chunk's images, drawn from their seeds."""
+
+    rnd: _SeedRandomness
+    q: SimpleNamespace  # figure, features, hair and clothes, numpy [N] each
+    colours: Tensor
+    hair_colour: np.ndarray
+    background: SimpleNamespace
+    camera: SimpleNamespace
+
+
+def _draw_scene(seeds: Sequence[int], resolution: int) -> _Scene:
     rnd = _draw_seed_randomness(seeds, resolution)
     d = _Draws(rnd.uniforms)
     fig = _sample_figure(d)  # the order of these calls fixes which uniform means what
     q = SimpleNamespace(fig=fig, features=_sample_features(d, fig), hair=_sample_hair(d, fig),
                         clothes=_sample_clothes(d, fig))
-    colours = _sample_material_colours(d, q.hair)
-    background = _sample_background(d)
-    camera = _sample_camera(d)
+    colours, hair_colour = _sample_material_colours(d, q.hair)
+    return _Scene(rnd, q, colours, hair_colour, _sample_background(d), _sample_camera(d))
+
+
+def _scene_attributes(scene: _Scene) -> dict[str, np.ndarray]:
+    """The value index of each of `ATTRIBUTES` per image, read off its parameters."""
+    hair, bg = scene.q.hair, scene.background
+    return {
+        "hair_colour": _HAIR_COLOUR_GROUP[scene.hair_colour],
+        "hair_length": _HAIR_LENGTH_OF_STYLE[hair.style],
+        "facial_hair": (hair.beard | hair.moustache).astype(np.int64),
+        "clothes": scene.q.clothes.stripes.astype(np.int64),
+        "background": np.where(bg.stripes, np.where(bg.checks, 2, 1), 0),
+    }
+
+
+def _render_chunk(seeds: Sequence[int], resolution: int, factor: int) -> tuple[Tensor, Tensor]:
+    """Draw parameters, paint the supersampled scene, reduce it, add background and camera."""
+    scene = _draw_scene(seeds, resolution)
+    q, rnd = scene.q, scene.rnd
     p = SimpleNamespace(**{k: _as_columns(v) for k, v in vars(q).items()})
     size = resolution * factor
     canvas = _paint_scene(_make_frame(p.fig, rnd, size), p, q)
     labels = _majority_labels(canvas.material, factor)
-    foreground, uncovered = _average_colours(canvas, colours, factor)
-    image = foreground + _paint_background(background, rnd.background, resolution) * uncovered
-    return _apply_camera(image, camera, rnd.sensor), labels
+    foreground, uncovered = _average_colours(canvas, scene.colours, factor)
+    image = foreground + _paint_background(scene.background, rnd.background, resolution) * uncovered
+    return _apply_camera(image, scene.camera, rnd.sensor), labels
