@@ -15,7 +15,7 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
 from datasetgan.gan.run import run_config, score_snapshots, train_run
 from datasetgan.gan.train import (GANConfig, Trainer, read_checkpoint_config, read_log, since_best, stop_reason,
-                                  train)
+                                  train, weights_only)
 from datasetgan.generators.checkpoint import load_network
 
 CPU = torch.device("cpu")
@@ -302,3 +302,27 @@ def test_a_warm_start_takes_its_generators_architecture(tmp_path):
 def test_scoring_a_run_without_snapshots_is_refused(tmp_path):
     with pytest.raises(DatasetGANError, match="no snapshots in"):
         next(score_snapshots(tmp_path, "faces", 8, 1, CPU))
+
+
+def test_weights_only_checkpoint_resumes_with_fresh_optimisers(tmp_path):
+    trained = train(tiny(total_kimg=0.016), Blobs(), tmp_path / "a", CPU)
+    weights_only(tmp_path / "a" / "checkpoint.safetensors", tmp_path / "w.safetensors")
+    stored = load_file(tmp_path / "w.safetensors")
+    assert stored and not any(key.startswith(("opt_G", "opt_D")) for key in stored)
+    (tmp_path / "b").mkdir()
+    shutil.copyfile(tmp_path / "w.safetensors", tmp_path / "b" / "checkpoint.safetensors")
+    resumed = Trainer(tiny(), Blobs(), CPU)
+    resumed.load(tmp_path / "b" / "checkpoint.safetensors")
+    assert resumed.step_index == trained.step_index and not resumed.opt_G.state_dict()["state"]
+    for module in ("G", "D", "G_ema"):
+        pairs = zip(weights(getattr(resumed, module)), weights(getattr(trained, module)))
+        assert all(torch.equal(a, b) for a, b in pairs), module
+    continued = train(tiny(total_kimg=0.032), Blobs(), tmp_path / "b", CPU, resume=True)
+    assert continued.step_index == 4 and continued.opt_G.state_dict()["state"]
+
+
+def test_weights_only_refuses_a_file_that_is_no_checkpoint(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(DatasetGANError, match="not a GAN training checkpoint"):
+        weights_only(tmp_path / "x.safetensors", tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

@@ -217,6 +217,19 @@ def gan_fd(
         typer.echo(json.dumps(record))
 
 
+@gan_app.command("weights")
+def gan_weights(
+    run: Path = typer.Argument(..., help="Run folder whose checkpoint to export."),
+    out: Path = typer.Option(..., help="The safetensors file to write."),
+) -> None:
+    """The run's G, D and G_ema without optimiser state: to commit, and to resume from (copy it into a run
+    folder as checkpoint.safetensors, then `gan train --run FOLDER --resume`)."""
+    from datasetgan.gan.train import weights_only
+
+    weights_only(run / "checkpoint.safetensors", out)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB)")
+
+
 @generator_app.command("sample")
 def generator_sample(
     ref: str = typer.Argument(..., help="builtin:NAME or a generator file."),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -40,6 +40,7 @@ from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.viz import grid
 
 SAMPLE_SEEDS = range(32)
+OPTIMISERS = ("opt_G", "opt_D")  # checkpoint key prefixes of the optimisers' state
 CHECKPOINT = "checkpoint.safetensors"  # a run folder's whole training state
 
 
@@ -242,7 +243,7 @@ class Trainer:
         tensors = {}
         for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-        for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+        for prefix, opt in zip(OPTIMISERS, (self.opt_G, self.opt_D)):
             for index, state in opt.state_dict()["state"].items():
                 tensors.update({f"{prefix}.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
         return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -257,8 +258,8 @@ class Trainer:
         tensors = load_file(path, device="cpu")
         for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-        for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
-            state = opt.state_dict()
+        for prefix, opt in zip(OPTIMISERS, (self.opt_G, self.opt_D)):
+            state = opt.state_dict()  # a checkpoint without optimiser state (`weights_only`) starts them afresh
             per_param: dict[int, dict] = {}
             for key, value in tensors.items():
                 if key.startswith(prefix + "."):
@@ -271,12 +272,26 @@ class Trainer:
         self.step_index, self.seconds = int(meta["step"]), float(meta["seconds"])
 
 
+def weights_only(checkpoint: Path, out: Path) -> None:
+    """A run's checkpoint without the optimisers' moments: G, D and G_ema with the config and step.
+
+    Small enough to commit (no Adam moments: half the size). Copied into a run folder as
+    checkpoint.safetensors it resumes with `--resume`; Adam starts afresh there, and with
+    beta1 = 0 its second moments re-warm within a few hundred steps.
+    """
+    read_checkpoint_config(checkpoint)  # a one-line error for anything else
+    with safe_open(checkpoint, "pt") as handle:
+        meta = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys() if not key.startswith(OPTIMISERS)}
+    save_tensors(out, tensors, meta)
+
+
 def read_checkpoint_config(path: Path) -> GANConfig:
     try:
         with safe_open(path, "pt") as handle:
             meta = handle.metadata() or {}
         return GANConfig.model_validate_json(meta["config"])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, SafetensorError) as exc:
         raise DatasetGANError(f"{path}: not a GAN training checkpoint ({exc})") from exc
 
 
