@@ -2,12 +2,16 @@
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import typer
 
 from datasetgan.device import keep_freed_memory, resolve_device
 from datasetgan.errors import DatasetGANError
+
+if TYPE_CHECKING:
+    from datasetgan.workspace import SamplingSettings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 world_app = typer.Typer(help="The procedural worlds: exact ground truth for training and testing.", no_args_is_help=True)
@@ -23,6 +27,23 @@ app.add_typer(generator_app, name="generator")
 app.add_typer(segment_app, name="segment")
 
 DeviceOption = typer.Option("auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N].")
+TruncationCutoffOption = typer.Option(None, help="Truncate only the first N w slots (the coarse styles; the "
+                                                 "paper's release: 8 of 18); default: all.")
+NoiseOption = typer.Option("const", help="const: the generator's stored noise for every sample; per_sample: noise "
+                                         "drawn from each sample's seed, as the paper's release samples.")
+
+
+def sampling_settings(psi: float, truncation_cutoff: int | None, noise: str) -> "SamplingSettings":
+    """The workspace's `sampling` settings from command-line options; a bad value is a one-line error."""
+    from pydantic import ValidationError
+
+    from datasetgan.errors import summarize
+    from datasetgan.workspace import SamplingSettings
+
+    try:
+        return SamplingSettings(psi=psi, truncation_cutoff=truncation_cutoff, noise=noise)
+    except ValidationError as exc:
+        raise DatasetGANError(f"invalid sampling option: {summarize(exc)}") from exc
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -222,6 +243,8 @@ def generator_sample(
     ref: str = typer.Argument(..., help="builtin:NAME or a generator file."),
     seeds: str = typer.Option("0-15", help="Seeds, e.g. 0-15 or 1,4,7-9."),
     psi: float = typer.Option(1.0, help="Truncation psi (1 = none)."),
+    truncation_cutoff: int = TruncationCutoffOption,
+    noise: str = NoiseOption,
     out: Path = typer.Option(Path("grid.png"), help="PNG grid to write."),
     columns: int = typer.Option(8),
     device: str = DeviceOption,
@@ -231,8 +254,11 @@ def generator_sample(
     from datasetgan.generators.registry import load_generator
     from datasetgan.viz import grid
 
+    sampling = sampling_settings(psi, truncation_cutoff, noise)
     generator = load_generator(ref, device)
-    images, _ = generator.synthesize(generator.ws_from_seeds(parse_seeds(seeds), psi))
+    chosen = parse_seeds(seeds)
+    images, _ = generator.synthesize(generator.ws_from_seeds(chosen, sampling.psi, sampling.truncation_cutoff),
+                                     sampling.noise_ids(chosen))
     tiles = generator.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
     save_image(out, grid(list(tiles), columns))
     typer.echo(f"wrote {len(tiles)} samples to {out}")
@@ -244,14 +270,17 @@ def init(
     generator: str = typer.Option("builtin:faces64", help="builtin:NAME or a generator file."),
     classes: str = typer.Option("world:faces", help="world:NAME for a world's classes, or names 'background,skin,...'."),
     psi: float = typer.Option(0.7, help="Truncation psi for sampling."),
+    truncation_cutoff: int = TruncationCutoffOption,
+    noise: str = NoiseOption,
 ) -> None:
     """Create a workspace: config (generator, classes, settings) and its folders."""
     from datasetgan.generators.registry import load_network_ref
-    from datasetgan.workspace import SamplingSettings, Workspace
+    from datasetgan.workspace import Workspace
     from datasetgan.worlds import parse_classes
 
+    sampling = sampling_settings(psi, truncation_cutoff, noise)
     load_network_ref(generator)  # fail now, not at the first sample, if the generator is wrong
-    workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=SamplingSettings(psi=psi))
+    workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=sampling)
     names = ", ".join(c.name for c in workspace.config.classes)
     typer.echo(f"workspace {directory}: generator {generator}; {workspace.num_classes} classes: {names}")
 
