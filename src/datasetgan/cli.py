@@ -460,6 +460,15 @@ def segment_train(
     val: Path = typer.Option(None, help="A separate labelled folder to validate on (same classes)."),
     val_fraction: float = typer.Option(None, help="Seeded fraction of DATA held out for validation (default 0.1 "
                                                   "without --val; 0: none, best = last epoch)."),
+    transfer_augment: bool = typer.Option(False, "--transfer-augment", help="Synthetic-to-real augmentation: colour "
+                                          "jitter, blur, noise, small rotations and scalings, per image."),
+    unlabelled: Path = typer.Option(None, help="A folder of unlabelled real images of the training size (or its "
+                                               "images/): pseudo-label self-training on them."),
+    pseudo_threshold: float = typer.Option(0.9, help="With --unlabelled: the confidence that always keeps a "
+                                                     "pseudo-label."),
+    pseudo_class_share: float = typer.Option(0.5, help="With --unlabelled: each class keeps at least its most "
+                                                       "confident share of pixels (class-balanced)."),
+    self_training_rounds: int = typer.Option(1, help="With --unlabelled: teacher -> student rounds."),
     device: str = DeviceOption,
 ) -> None:
     """Train a segmenter: validation mIoU and a checkpoint after every epoch."""
@@ -467,14 +476,18 @@ def segment_train(
 
     from datasetgan.errors import summarize
     from datasetgan.segment.runs import train_run
+    from datasetgan.segment.self_training import SelfTrainingConfig
     from datasetgan.segment.train import SegmenterConfig
 
     try:
         cfg = SegmenterConfig(architecture=arch, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip,
-                              pretrained=pretrained, seed=seed)
+                              pretrained=pretrained, seed=seed, transfer_augment=transfer_augment)
+        self_training = SelfTrainingConfig(threshold=pseudo_threshold, class_share=pseudo_class_share,
+                                           rounds=self_training_rounds)
     except ValidationError as exc:
         raise DatasetGANError(summarize(exc)) from exc
-    summary = train_run(data, out, cfg, resolve_device(device), val, val_fraction)
+    summary = train_run(data, out, cfg, resolve_device(device), val, val_fraction, unlabelled=unlabelled,
+                        self_training=self_training)
     typer.echo(json.dumps(summary, indent=2))
 
 
