@@ -43,7 +43,8 @@ class SegmenterConfig(BaseModel):
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig, rng: torch.Generator):
-    """Random flip per sample and a random shift per batch; shifted-in mask pixels are ignore."""
+    """Random flip per sample and a random shift per batch (shifted-in mask pixels are ignore), then,
+    if chosen, the synthetic-to-real augmentation."""
     n = images.shape[0]
     if cfg.hflip:
         flip = torch.rand(n, generator=rng) < 0.5
