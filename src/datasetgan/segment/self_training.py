@@ -10,6 +10,7 @@ DatasetGAN user has such images: the real ones their generator was trained on.
 the class the teacher is surest of (often a large one), and the student then over-predicts it.
 """
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -52,7 +53,8 @@ def pseudo_labels(model: nn.Module, images: torch.Tensor, st: SelfTrainingConfig
     keep = confidence >= st.threshold
     for c in classes.unique() if st.class_share > 0 else []:
         predicted = classes == c
-        share_threshold = torch.quantile(confidence[predicted].float()[:2**24], 1 - st.class_share)  # quantile's limit
+        ranked = confidence[predicted]
+        share_threshold = ranked.kthvalue(max(1, len(ranked) - math.ceil(st.class_share * len(ranked)) + 1)).values
         keep |= predicted & (confidence >= share_threshold)
     return torch.where(keep, classes, IGNORE).to(torch.uint8)
 
