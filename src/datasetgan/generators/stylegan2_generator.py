@@ -19,7 +19,7 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.generators.base import FeatureLayer, Generator, zs_from_seeds
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
-NOISE_STREAM = 0x5EED_0015  # keeps a seed's noise apart from its z (also a seeded MT19937 stream)
+NOISE_STREAM = 0x5EED_0015  # noise is PCG64 seeded by (NOISE_STREAM, id): apart from the z that MT19937 draws
 
 
 class StyleGAN2(Generator):

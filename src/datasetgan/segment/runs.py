@@ -171,7 +171,7 @@ def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: t
 
 def self_training_record(unlabelled: str | Path | None, images: torch.Tensor | None,
                          self_training: SelfTrainingConfig | None) -> dict:
-    """config.json's self-training entries (none for a plain run, whose file stays as it was)."""
+    """config.json's self-training entries (none for a plain run)."""
     if unlabelled is None:
         return {}
     return {"unlabelled": str(unlabelled), "unlabelled_images": len(images),
