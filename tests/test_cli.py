@@ -62,3 +62,16 @@ def test_every_command_has_help():
                     ["segment", "eval"], ["bench"], ["demo"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+def test_init_takes_the_sampling_options_and_refuses_bad_ones(tmp_path):
+    import yaml
+
+    result = run("init", str(tmp_path / "ws"), "--classes", "a,b", "--truncation-cutoff", "8", "--noise", "per_sample")
+    assert result.returncode == 0, result.stderr
+    sampling = yaml.safe_load((tmp_path / "ws" / "datasetgan.yaml").read_text())["sampling"]
+    assert sampling == {"psi": 0.7, "truncation_cutoff": 8, "noise": "per_sample"}
+    for option, value in (("--noise", "random"), ("--truncation-cutoff", "0")):
+        result = run("init", str(tmp_path / "bad"), "--classes", "a,b", option, value)
+        assert result.returncode == 1 and "invalid sampling option" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

@@ -82,7 +82,8 @@ def test_config_defaults_are_the_papers():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(num_classes=1), dict(num_classes=300), dict(ignore_index=2), dict(min_epochs=9), dict(extra=1)],
+    [dict(num_classes=1), dict(num_classes=300), dict(ignore_index=2), dict(min_epochs=9), dict(extra=1),
+     dict(min_steps=-1)],
 )
 def test_bad_configs_are_rejected(bad):
     with pytest.raises(ValidationError):
@@ -175,6 +176,20 @@ def test_parallel_ensemble_equals_independent_trainings():
             if name.endswith("num_batches_tracked"):
                 continue
             assert (expected - got).abs().max() < 1e-5, (m, name)
+
+
+def test_min_steps_is_honoured_by_every_member_even_past_max_epochs():
+    pyramid = random_pyramid()
+    masks = toy_masks(pyramid)
+    masks.view(-1)[:191] = 255  # 321 labelled pixels: 5 batches of 64 a epoch
+    early = config(min_epochs=1, patience=2, max_epochs=6, lr=0.01)
+    without = StyleInterpreter(early, feature_channels(pyramid)).fit(pyramid, masks, progress=False)
+    assert min(without.member_batches) < 40
+    for min_steps in (12, 40):  # within the 6 epochs of 5 steps, and past them
+        cfg = config(min_epochs=1, patience=2, max_epochs=6, lr=0.01, min_steps=min_steps)
+        history = StyleInterpreter(cfg, feature_channels(pyramid)).fit(pyramid, masks, progress=False)
+        assert all(steps >= min(min_steps + 2, 40) for steps in history.member_batches)  # +2 without a minimum
+    assert history.batches == 40 and len(history.epoch_losses) == 8  # the cap moved to min_steps, not beyond
 
 
 def test_learns_a_toy_task():

@@ -132,3 +132,29 @@ def test_the_sample_command_takes_any_seeds(annotated_workspace):
     assert result.exit_code == 0, result.output
     assert "2 new candidates" in result.output and "(1 already there)" in result.output
     assert annotated_workspace.candidate_ids()[-2:] == ["000009", "000010"]
+
+
+def test_per_sample_noise_and_truncation_cutoff_follow_the_workspace(tmp_path):
+    from conftest import make_tiny_generator
+    from datasetgan.generators.checkpoint import load_network, save_generator
+    from datasetgan.worlds import parse_classes
+
+    network = load_network(make_tiny_generator(tmp_path / "g.safetensors"))
+    with torch.no_grad():  # a fresh network has zero noise strength: give its noise an effect
+        for layer in network.synthesis.conv_layers():
+            layer.noise_strength.fill_(0.5)
+    save_generator(network, tmp_path / "noisy.safetensors")
+    Workspace.init(tmp_path / "ws", str(tmp_path / "noisy.safetensors"), parse_classes("a,b"),
+                   sampling={"noise": "per_sample", "truncation_cutoff": 2})
+    workspace = Workspace.open(tmp_path / "ws")
+    assert workspace.config.sampling.noise == "per_sample" and workspace.config.sampling.truncation_cutoff == 2
+    Pipeline(workspace, "cpu").sample([3, 8])
+    generator = load_generator(workspace.config.generator, "cpu")
+    w = workspace.ws_for(["000003"])
+    assert torch.equal(w, generator.ws_from_seeds([3], 0.7, 2))
+    assert not torch.equal(w, generator.ws_from_seeds([3], 0.7))
+    from PIL import Image
+
+    stored = torch.from_numpy(np.array(Image.open(workspace.candidate_image("000003")))).permute(2, 0, 1)
+    assert torch.equal(stored, generator.to_uint8(generator.synthesize(w, [3])[0])[0])
+    assert not torch.equal(stored, generator.to_uint8(generator.synthesize(w)[0])[0])

@@ -210,3 +210,33 @@ def test_the_command_line_prints_one_line_and_exits_1(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing'} does not exist: give a segmenter "
                                                   "checkpoint or a `segment train` run folder"]
+
+
+def test_self_training_and_transfer_augmentation_runs_record_what_they_did(data, tmp_path):
+    unlabelled = render(tmp_path / "unlabelled", 6, "gan_train")
+    summary = json.loads(ok("segment", "train", data["train"], "--out", tmp_path / "run", "--epochs", 1,
+                            "--batch-size", 4, "--val-fraction", 0.25, "--unlabelled", unlabelled,
+                            "--transfer-augment", "--pseudo-class-share", 0.3))
+    assert summary["unlabelled_images"] == 6 and len(summary["pseudo_labelled"]) == 1
+    assert 0.3 <= summary["pseudo_labelled"][0] <= 1  # each predicted class keeps at least its surest 30 %
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["unlabelled"] == str(unlabelled) and config["self_training"]["class_share"] == 0.3
+    assert config["segmenter"]["transfer_augment"] is True and (tmp_path / "run" / "best.safetensors").is_file()
+    assert "unlabelled" not in json.loads((data["run"] / "config.json").read_text())  # a plain run's file is as before
+
+
+def test_bad_unlabelled_folders_are_refused_before_anything_is_written(data, tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "empty").mkdir()
+    assert "holds no images" in refused("segment", "train", data["train"], "--out", out, "--unlabelled",
+                                        tmp_path / "empty")
+    bigger = render(tmp_path / "bigger", 2, "gan_train")
+    for path in (bigger / "images").iterdir():
+        Image.open(path).resize((48, 48)).save(path)
+    assert "48x48, the training images 32x32" in refused("segment", "train", data["train"], "--out", out,
+                                                         "--unlabelled", bigger)
+    assert "is not a folder" in refused("segment", "train", data["train"], "--out", out, "--unlabelled",
+                                        tmp_path / "missing")
+    assert "threshold" in refused("segment", "train", data["train"], "--out", out, "--unlabelled", bigger,
+                                  "--pseudo-threshold", 1.5)
+    assert not out.exists()

@@ -2,12 +2,16 @@
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import typer
 
 from datasetgan.device import keep_freed_memory, resolve_device
 from datasetgan.errors import DatasetGANError
+
+if TYPE_CHECKING:
+    from datasetgan.workspace import SamplingSettings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 world_app = typer.Typer(help="The procedural worlds: exact ground truth for training and testing.", no_args_is_help=True)
@@ -23,6 +27,23 @@ app.add_typer(generator_app, name="generator")
 app.add_typer(segment_app, name="segment")
 
 DeviceOption = typer.Option("auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N].")
+TruncationCutoffOption = typer.Option(None, help="Truncate only the first N w slots (the coarse styles; the "
+                                                 "paper's release: 8 of 18); default: all.")
+NoiseOption = typer.Option("const", help="const: the generator's stored noise for every sample; per_sample: noise "
+                                         "drawn from each sample's seed, as the paper's release samples.")
+
+
+def sampling_settings(psi: float, truncation_cutoff: int | None, noise: str) -> "SamplingSettings":
+    """The workspace's `sampling` settings from command-line options; a bad value is a one-line error."""
+    from pydantic import ValidationError
+
+    from datasetgan.errors import summarize
+    from datasetgan.workspace import SamplingSettings
+
+    try:
+        return SamplingSettings(psi=psi, truncation_cutoff=truncation_cutoff, noise=noise)
+    except ValidationError as exc:
+        raise DatasetGANError(f"invalid sampling option: {summarize(exc)}") from exc
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -235,6 +256,8 @@ def generator_sample(
     ref: str = typer.Argument(..., help="builtin:NAME or a generator file."),
     seeds: str = typer.Option("0-15", help="Seeds, e.g. 0-15 or 1,4,7-9."),
     psi: float = typer.Option(1.0, help="Truncation psi (1 = none)."),
+    truncation_cutoff: int = TruncationCutoffOption,
+    noise: str = NoiseOption,
     out: Path = typer.Option(Path("grid.png"), help="PNG grid to write."),
     columns: int = typer.Option(8),
     device: str = DeviceOption,
@@ -244,8 +267,11 @@ def generator_sample(
     from datasetgan.generators.registry import load_generator
     from datasetgan.viz import grid
 
+    sampling = sampling_settings(psi, truncation_cutoff, noise)
     generator = load_generator(ref, device)
-    images, _ = generator.synthesize(generator.ws_from_seeds(parse_seeds(seeds), psi))
+    chosen = parse_seeds(seeds)
+    images, _ = generator.synthesize(generator.ws_from_seeds(chosen, sampling.psi, sampling.truncation_cutoff),
+                                     sampling.noise_ids(chosen))
     tiles = generator.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
     save_image(out, grid(list(tiles), columns))
     typer.echo(f"wrote {len(tiles)} samples to {out}")
@@ -257,14 +283,17 @@ def init(
     generator: str = typer.Option("builtin:faces64", help="builtin:NAME or a generator file."),
     classes: str = typer.Option("world:faces", help="world:NAME for a world's classes, or names 'background,skin,...'."),
     psi: float = typer.Option(0.7, help="Truncation psi for sampling."),
+    truncation_cutoff: int = TruncationCutoffOption,
+    noise: str = NoiseOption,
 ) -> None:
     """Create a workspace: config (generator, classes, settings) and its folders."""
     from datasetgan.generators.registry import load_network_ref
-    from datasetgan.workspace import SamplingSettings, Workspace
+    from datasetgan.workspace import Workspace
     from datasetgan.worlds import parse_classes
 
+    sampling = sampling_settings(psi, truncation_cutoff, noise)
     load_network_ref(generator)  # fail now, not at the first sample, if the generator is wrong
-    workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=SamplingSettings(psi=psi))
+    workspace = Workspace.init(directory, generator, parse_classes(classes), sampling=sampling)
     names = ", ".join(c.name for c in workspace.config.classes)
     typer.echo(f"workspace {directory}: generator {generator}; {workspace.num_classes} classes: {names}")
 
@@ -444,6 +473,15 @@ def segment_train(
     val: Path = typer.Option(None, help="A separate labelled folder to validate on (same classes)."),
     val_fraction: float = typer.Option(None, help="Seeded fraction of DATA held out for validation (default 0.1 "
                                                   "without --val; 0: none, best = last epoch)."),
+    transfer_augment: bool = typer.Option(False, "--transfer-augment", help="Synthetic-to-real augmentation: colour "
+                                          "jitter, blur, noise, small rotations and scalings, per image."),
+    unlabelled: Path = typer.Option(None, help="A folder of unlabelled real images of the training size (or its "
+                                               "images/): pseudo-label self-training on them."),
+    pseudo_threshold: float = typer.Option(0.9, help="With --unlabelled: the confidence that always keeps a "
+                                                     "pseudo-label."),
+    pseudo_class_share: float = typer.Option(0.5, help="With --unlabelled: each class keeps at least its most "
+                                                       "confident share of pixels (class-balanced)."),
+    self_training_rounds: int = typer.Option(1, help="With --unlabelled: teacher -> student rounds."),
     device: str = DeviceOption,
 ) -> None:
     """Train a segmenter: validation mIoU and a checkpoint after every epoch."""
@@ -451,14 +489,18 @@ def segment_train(
 
     from datasetgan.errors import summarize
     from datasetgan.segment.runs import train_run
+    from datasetgan.segment.self_training import SelfTrainingConfig
     from datasetgan.segment.train import SegmenterConfig
 
     try:
         cfg = SegmenterConfig(architecture=arch, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip,
-                              pretrained=pretrained, seed=seed)
+                              pretrained=pretrained, seed=seed, transfer_augment=transfer_augment)
+        self_training = SelfTrainingConfig(threshold=pseudo_threshold, class_share=pseudo_class_share,
+                                           rounds=self_training_rounds)
     except ValidationError as exc:
         raise DatasetGANError(summarize(exc)) from exc
-    summary = train_run(data, out, cfg, resolve_device(device), val, val_fraction)
+    summary = train_run(data, out, cfg, resolve_device(device), val, val_fraction, unlabelled=unlabelled,
+                        self_training=self_training)
     typer.echo(json.dumps(summary, indent=2))
 
 

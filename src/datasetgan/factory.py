@@ -30,7 +30,7 @@ from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.generators.base import Generator
 from datasetgan.interpreter import Labels, StyleInterpreter
 from datasetgan.uncertainty import rank_uncertain
-from datasetgan.workspace import Workspace
+from datasetgan.workspace import NoiseMode, Workspace
 
 SETTINGS_FILE = "dataset.json"
 FIRST_SEED = 100_000_000  # synthetic samples' seeds start here, far from the candidates' (0, 1, 2, ...)
@@ -45,6 +45,7 @@ class GenerationSettings(BaseModel):
     batch_size: int = 8
     psi: float = 0.7
     truncation_cutoff: int | None = None
+    noise: NoiseMode = "const"
     drop_uncertain: float = 0.1
     uncertainty_scale: float  # uncertainty PNGs hold round(255 * MI / scale); scale = ln(min(members, C))
 
@@ -127,7 +128,8 @@ def generate(workspace: Workspace, generator: Generator, interpreter: StyleInter
     scale = math.log(min(interpreter.config.members, workspace.num_classes))
     settings = GenerationSettings(generator=workspace.config.generator, first_seed=first_seed, n=n,
                                   batch_size=batch_size, psi=sampling.psi,
-                                  truncation_cutoff=sampling.truncation_cutoff, drop_uncertain=drop_uncertain,
+                                  truncation_cutoff=sampling.truncation_cutoff, noise=sampling.noise,
+                                  drop_uncertain=drop_uncertain,
                                   uncertainty_scale=max(scale, 1e-6))
     folder = workspace.datasets_dir / name
     prepare_dataset(folder, settings, workspace)
@@ -136,7 +138,7 @@ def generate(workspace: Workspace, generator: Generator, interpreter: StyleInter
             if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
     for batch in tqdm(todo, desc=f"generating {name}", unit="batch", disable=not progress, dynamic_ncols=True):
         ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff)
-        images, labels = label_ws(generator, interpreter, ws, list(batch))
+        images, labels = label_ws(generator, interpreter, ws, sampling.noise_ids(batch))
         write_batch(folder, batch, images, ws, labels, settings, colors)
     if missing_batches(folder, settings):
         return folder  # other shards still to come: `merge` finalises

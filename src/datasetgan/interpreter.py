@@ -62,6 +62,10 @@ class InterpreterConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=2)  # BatchNorm needs two pixels
     min_epochs: int = Field(4, ge=0)  # the stopping rule starts at this epoch
+    # ... and not before this many steps: small images give short epochs (1,024 batches at 64 px
+    # against ~62k at 512 px), so epochs alone under-train them; 0: epochs only (the paper's rule).
+    # Training runs past max_epochs if needed to reach it.
+    min_steps: int = Field(0, ge=0)
     patience: int = Field(50, ge=1)  # batches without a new minimum of the loss
     max_epochs: int = Field(100, ge=1)  # safety cap
     seed: int = Field(0, ge=0)
@@ -219,11 +223,11 @@ class _Ensemble(nn.Module):
 
 
 class _StoppingRule:
-    """The paper's rule, per member: from epoch `min_epochs`, stop once the batch loss has
-    not reached a new minimum for `patience` batches."""
+    """The paper's rule, per member: from epoch `min_epochs` (and step `min_steps`), stop once the
+    batch loss has not reached a new minimum for `patience` batches."""
 
-    def __init__(self, members: int, min_epochs: int, patience: int):
-        self.min_epochs, self.patience = min_epochs, patience
+    def __init__(self, members: int, min_epochs: int, patience: int, min_steps: int = 0):
+        self.min_epochs, self.patience, self.min_steps = min_epochs, patience, min_steps
         self.best = [math.inf] * members
         self.since_best = [0] * members
         self.stopped_at: list[int | None] = [None] * members
@@ -233,7 +237,7 @@ class _StoppingRule:
 
     def update(self, epoch: int, step: int, losses: list[float]) -> list[int]:
         """Record one batch; return the members that stop now."""
-        if epoch < self.min_epochs:
+        if epoch < self.min_epochs or step <= self.min_steps:
             return []
         stopping = []
         for m in self.active():
@@ -311,12 +315,13 @@ class StyleInterpreter(nn.Module):
         self, step: Callable[[Tensor], Tensor], num_pixels: int, progress: bool
     ) -> TrainingHistory:
         cfg = self.config
-        rule = _StoppingRule(cfg.members, cfg.min_epochs, cfg.patience)
+        rule = _StoppingRule(cfg.members, cfg.min_epochs, cfg.patience, cfg.min_steps)
         shufflers = [_member_generator(cfg.seed, m, _SHUFFLE) for m in range(cfg.members)]
         stopped: dict[int, dict[str, Tensor]] = {}  # a stopped member's weights, kept aside
         epoch_losses, steps = [], 0
         with tqdm(desc="style interpreter", unit="batch", disable=not progress) as bar:
-            for epoch in range(cfg.max_epochs):
+            epoch = 0
+            while epoch < cfg.max_epochs or steps < cfg.min_steps:
                 bar.set_description_str(f"style interpreter, epoch {epoch}")
                 total, count = 0.0, 0
                 for batch in self._batches(shufflers, num_pixels):
@@ -336,6 +341,7 @@ class StyleInterpreter(nn.Module):
                 epoch_losses.append(total / count)
                 if not rule.active():
                     break
+                epoch += 1
         # Stopped members kept training with the others (harmless: nothing is shared); restore
         # the weights they had when they stopped.
         for m, state in stopped.items():

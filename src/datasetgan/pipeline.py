@@ -123,8 +123,8 @@ class Pipeline:
         seeds = list(seeds)
         if not seeds:
             raise DatasetGANError("no seeds to sample: give at least one")
-        ws = self.ws(seeds)
-        images = torch.cat([self.generator.to_uint8(self.generator.synthesize(w[None], [seed])[0])
+        ws, noise_ids = self.ws(seeds), self.workspace.config.sampling.noise_ids
+        images = torch.cat([self.generator.to_uint8(self.generator.synthesize(w[None], noise_ids([seed]))[0])
                             for seed, w in zip(seeds, ws)])
         return self.workspace.add_candidates(seeds, ws, images)
 
@@ -143,7 +143,8 @@ class Pipeline:
             masks.append(mask)
             dropped += n
         dtype = workspace.config.features.storage_dtype(generator.resolution)
-        pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype, [int(cid) for cid in ids])
+        pyramid = synthesize_pyramids(generator, workspace.ws_for(ids), size, dtype,
+                                      workspace.config.sampling.noise_ids(ids))
         try:
             config = InterpreterConfig(num_classes=workspace.num_classes,
                                        **{**workspace.config.interpreter, "feature_resolution": size})
@@ -167,8 +168,8 @@ class Pipeline:
     def label(self, ids: Sequence[str]) -> Labels:
         """The interpreter's mask, uncertainty map and score for candidates (pre-annotation)."""
         ws = self.workspace.ws_for([self.workspace.check_id(c) for c in ids])
-        noise_ids, step = [int(cid) for cid in ids], synth_batch(self.generator)
-        parts = [factory.label_ws(self.generator, self.interpreter, ws[i : i + step], noise_ids[i : i + step])[1]
+        noise_ids, step = self.workspace.config.sampling.noise_ids, synth_batch(self.generator)
+        parts = [factory.label_ws(self.generator, self.interpreter, ws[i : i + step], noise_ids(ids[i : i + step]))[1]
                  for i in range(0, len(ws), step)]
         return Labels(*(torch.cat(p) for p in zip(*parts)))
 
@@ -186,7 +187,7 @@ class Pipeline:
         for start in range(0, pool, step):
             chunk = seeds[start : start + step]
             ws = self.ws(chunk)
-            images, pyramid = self.generator.synthesize(ws, chunk)
+            images, pyramid = self.generator.synthesize(ws, self.workspace.config.sampling.noise_ids(chunk))
             scores = self.interpreter.label(pyramid).scores.tolist()
             best += zip(scores, chunk, ws, self.generator.to_uint8(images))
             best = [best[i] for i in rank_uncertain([b[0] for b in best], [b[1] for b in best])[:n]]

@@ -12,7 +12,7 @@ annotation are tied together by that id, and the generator reproduces the image 
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import yaml
@@ -43,9 +43,19 @@ class ClassSpec(BaseModel):
         return self
 
 
+NoiseMode = Literal["const", "per_sample"]
+
+
 class SamplingSettings(BaseModel):
     psi: float = 0.7  # truncation, as the paper's release samples
-    truncation_cutoff: int | None = None  # None: all w slots; the paper's StyleGAN1 used 8
+    truncation_cutoff: int | None = Field(None, ge=1)  # None: all w slots; the paper's StyleGAN1 used 8
+    # const: every sample gets the generator's stored noise; per_sample: noise drawn from each
+    # sample's seed (candidate id), as the paper's release draws it
+    noise: NoiseMode = "const"
+
+    def noise_ids(self, ids: Sequence[int | str]) -> list[int] | None:
+        """What `Generator.synthesize` gets as noise ids for these seeds or candidate ids."""
+        return [int(i) for i in ids] if self.noise == "per_sample" else None
 
 
 class FeatureSettings(BaseModel):

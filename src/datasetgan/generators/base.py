@@ -61,8 +61,8 @@ class Generator(ABC):
         """Image [N, 3, H, W] (float32 in [-1, 1]) and the float32 feature pyramid of each latent.
 
         `noise_ids` names each sample's noise (its seed, or for imported latents the candidate
-        id), for architectures whose per-sample noise must be reproduced; None: the samples'
-        default noise.
+        id): the noise is drawn from that id alone, so it is the same in any batch; None: the
+        samples' default noise (for StyleGAN2 the stored constant).
         """
 
     @staticmethod

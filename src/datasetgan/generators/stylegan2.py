@@ -283,13 +283,17 @@ class SynthesisLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False,
+        noise_map: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`noise_map` [N, 1, r, r]: this layer's unit noise per sample, used instead of `noise_mode`."""
         if noise_mode not in NOISE_MODES:
             raise DatasetGANError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         styles = self.affine(w)
         noise = None
-        if self.use_noise and noise_mode == "random":
+        if self.use_noise and noise_map is not None:
+            noise = noise_map.to(x.device, x.dtype) * self.noise_strength
+        elif self.use_noise and noise_mode == "random":
             shape = [x.shape[0], 1, self.resolution, self.resolution]
             noise = torch.randn(shape, device=x.device, dtype=x.dtype) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
@@ -360,13 +364,16 @@ class SynthesisBlock(torch.nn.Module):
         ws: torch.Tensor,
         noise_mode: str = "random",
         fused_modconv: bool = False,
+        noise_maps: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """ws: [N, num_conv + 1, w_dim]; the last slot is shared with the next block's first conv."""
+        """ws: [N, num_conv + 1, w_dim]; the last slot is shared with the next block's first conv.
+        `noise_maps`: one per conv layer (see `SynthesisLayer.forward`)."""
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         features = []
         for idx, layer in enumerate(self.conv_layers()):
-            x = layer(x, ws[:, idx], noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = layer(x, ws[:, idx], noise_mode=noise_mode, fused_modconv=fused_modconv,
+                      noise_map=None if noise_maps is None else noise_maps[idx])
             features.append(x)
         y = self.torgb(x, ws[:, self.num_conv], fused_modconv=fused_modconv)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
@@ -415,7 +422,10 @@ class SynthesisNetwork(torch.nn.Module):
         noise_mode: str = "random",
         fused_modconv: bool = False,
         return_features: bool = False,
+        noise_maps: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """`noise_maps`: one unit-noise map [N, 1, r, r] per conv layer in `conv_layers()` order, used
+        instead of `noise_mode` (per-sample noise that the caller draws reproducibly)."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             expected = f"[N, {self.num_ws}, {self.w_dim}]"
             raise DatasetGANError(f"ws must have shape {expected}, got {list(ws.shape)}")
@@ -425,7 +435,8 @@ class SynthesisNetwork(torch.nn.Module):
         w_idx = 0
         for block in self.blocks():
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img, block_features = block(x, img, block_ws, noise_mode, fused_modconv)
+            block_noise = None if noise_maps is None else noise_maps[len(features) : len(features) + block.num_conv]
+            x, img, block_features = block(x, img, block_ws, noise_mode, fused_modconv, block_noise)
             features.extend(block_features)
             w_idx += block.num_conv
         img = img.to(torch.float32)

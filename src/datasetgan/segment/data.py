@@ -1,8 +1,8 @@
-"""Labelled images for downstream training and evaluation, read into memory.
+"""Images for downstream training and evaluation, read into memory.
 
 Reads both a generated dataset (manifest.jsonl: only kept samples) and a plain folder of
 images/ + masks/ + classes.json, such as `datasetgan world render` writes or a user's
-real test set.
+real test set; and unlabelled real images for self-training.
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.formats.dataset import labelled_pairs, read_classes
+from datasetgan.formats.dataset import IMAGE_SUFFIXES, labelled_pairs, read_classes
 from datasetgan.formats.masks import load_mask
 from datasetgan.labels import LabelClass, check_class_ids
 
@@ -54,6 +54,25 @@ def load_labelled(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[
     masks_array = np.stack(masks)
     check_class_ids(masks_array, len(classes), f"{folder}/masks", hint=f": classes.json lists {len(classes)}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks_array), classes
+
+
+def load_unlabelled(folder: str | Path) -> torch.Tensor:
+    """Every image under a folder (under its images/ if it has one, as `world render` writes it):
+    uint8 [N,3,H,W], all of one size."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetGANError(f"{folder} is not a folder of unlabelled images")
+    source = folder / "images" if (folder / "images").is_dir() else folder
+    paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DatasetGANError(f"{source} holds no images ({', '.join(IMAGE_SUFFIXES)}): give a folder of unlabelled "
+                              "real images")
+    images = [read_image(path) for path in paths]
+    for path, image in zip(paths, images):
+        if image.shape != images[0].shape:
+            raise DatasetGANError(f"{path}: {image.shape[1]}x{image.shape[0]} differs from {paths[0].name}; "
+                                  "resize the unlabelled images to one size first")
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
 def check_same_classes(train: Sequence[LabelClass | str], test: Sequence[LabelClass | str], train_name: str,

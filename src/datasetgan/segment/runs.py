@@ -21,8 +21,9 @@ from torch import nn
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write, write_json
 from datasetgan.labels import IGNORE
-from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
+from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled, load_unlabelled
 from datasetgan.segment.models import check_architecture
+from datasetgan.segment.self_training import SelfTrainingConfig, check_unlabelled, pseudo_label_self_training
 from datasetgan.segment.train import SegmenterConfig, evaluate, save_segmenter, train_segmenter
 from datasetgan.labels import LabelClass
 
@@ -127,10 +128,13 @@ class RunRecorder:
 
 
 def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: torch.device,
-              val: str | Path | None = None, val_fraction: float | None = None, progress: bool = True) -> dict:
+              val: str | Path | None = None, val_fraction: float | None = None, progress: bool = True,
+              unlabelled: str | Path | None = None, self_training: SelfTrainingConfig | None = None) -> dict:
     """Train a segmenter into a new run folder -> summary (epochs, best epoch, its validation mIoU).
 
-    Every input is checked before the folder is created, so a mistake writes nothing.
+    With `unlabelled` (a folder of real images), pseudo-label self-training: the run records the
+    last student's epochs. Every input is checked before the folder is created, so a mistake
+    writes nothing.
     """
     data, run = Path(data), Path(run)
     if cfg.batch_size < 2:  # train_segmenter skips single-image batches: BatchNorm needs two samples
@@ -138,6 +142,9 @@ def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: t
     check_new_run(run)
     check_architecture(cfg.architecture, cfg.pretrained)
     split = load_split(data, None if val is None else Path(val), val_fraction, cfg.seed)
+    extra_images = None if unlabelled is None else load_unlabelled(unlabelled)
+    if extra_images is not None:
+        check_unlabelled(split.images, extra_images)
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -147,9 +154,25 @@ def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: t
         "val_fraction": None if val is not None else (0.1 if val_fraction is None else val_fraction),
         "train_images": len(split.images), "val_names": split.val_names,
         "classes": [c.name for c in split.classes], "resolution": list(split.images.shape[-2:]),
-        "segmenter": cfg.model_dump()})
+        "segmenter": cfg.model_dump(), **self_training_record(unlabelled, extra_images, self_training)})
     recorder = RunRecorder(run, split, cfg, device)
-    train_segmenter(split.images, split.masks, len(split.classes), cfg, device, progress, on_epoch=recorder)
+    summary = {}
+    if extra_images is None:
+        train_segmenter(split.images, split.masks, len(split.classes), cfg, device, progress, on_epoch=recorder)
+    else:
+        result = pseudo_label_self_training(split.images, split.masks, extra_images, len(split.classes), cfg, device,
+                                            self_training or SelfTrainingConfig(), progress, on_epoch=recorder)
+        summary = {"unlabelled_images": len(extra_images), "pseudo_labelled": result.pseudo_labelled}
     best = max((r for r in recorder.log if r["best"]), key=lambda r: r["epoch"])
     return {"run": str(run), "epochs": cfg.epochs, "train_images": len(split.images),
-            "val_images": len(split.val_names), "best_epoch": best["epoch"], "best_val_miou": best["val_miou"]}
+            "val_images": len(split.val_names), "best_epoch": best["epoch"], "best_val_miou": best["val_miou"],
+            **summary}
+
+
+def self_training_record(unlabelled: str | Path | None, images: torch.Tensor | None,
+                         self_training: SelfTrainingConfig | None) -> dict:
+    """config.json's self-training entries (none for a plain run)."""
+    if unlabelled is None:
+        return {}
+    return {"unlabelled": str(unlabelled), "unlabelled_images": len(images),
+            "self_training": (self_training or SelfTrainingConfig()).model_dump()}

@@ -1,7 +1,8 @@
 """Training and applying a downstream segmenter on labelled images held in memory.
 
 A loop you can read in one screen: seeded shuffles and augmentations (horizontal flip,
-small shifts), Adam with cosine decay, cross-entropy that skips ignore pixels. An optional
+small shifts; optionally the synthetic-to-real set: colour, blur, noise, small rotations and
+scalings), Adam with cosine decay, cross-entropy that skips ignore pixels. An optional
 per-epoch callback sees the model after each epoch (validation, checkpoints: segment/runs.py).
 """
 
@@ -16,6 +17,8 @@ from pydantic import BaseModel, Field
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
@@ -32,12 +35,16 @@ class SegmenterConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     max_shift: int = Field(4, ge=0)  # pixels of random translation (0 disables)
     hflip: bool = True  # only for classes without a left/right meaning
+    # per image: colour jitter, blur, noise, small rotation and scaling, so that a segmenter trained on
+    # generated images leans less on their exact colours and textures when it meets real ones
+    transfer_augment: bool = False
     pretrained: bool = False
     seed: int = 0
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig, rng: torch.Generator):
-    """Random flip per sample and a random shift per batch; shifted-in mask pixels are ignore."""
+    """Random flip per sample and a random shift per batch (shifted-in mask pixels are ignore), then,
+    if chosen, the synthetic-to-real augmentation."""
     n = images.shape[0]
     if cfg.hflip:
         flip = torch.rand(n, generator=rng) < 0.5
@@ -48,7 +55,34 @@ def augment(images: torch.Tensor, masks: torch.Tensor, cfg: SegmenterConfig, rng
         dy, dx = (int(v) for v in torch.randint(-s, s + 1, (2,), generator=rng))
         images = torch.roll(F.pad(images, (s, s, s, s), mode="replicate"), (dy, dx), (2, 3))[..., s:-s, s:-s]
         masks = torch.roll(F.pad(masks, (s, s, s, s), value=IGNORE), (dy, dx), (1, 2))[..., s:-s, s:-s]
+    if cfg.transfer_augment:
+        images, masks = transfer_augment(images, masks, rng)
     return images, masks
+
+
+TRANSFER_AUGMENT = v2.Compose([
+    v2.RandomAffine(degrees=10, scale=(0.9, 1.1), fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
+    v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
+    v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5),
+    v2.ToDtype(torch.float32, scale=True),
+    v2.GaussianNoise(sigma=0.02),
+    v2.ToDtype(torch.uint8, scale=True),
+])
+
+
+def transfer_augment(images: torch.Tensor, masks: torch.Tensor, rng: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic-to-real augmentation, drawn per image; rotated-in mask pixels are ignore.
+
+    torchvision's transforms draw from the global generator: it is seeded from `rng` for the
+    batch and restored after, so the result depends on the seed alone.
+    """
+    seed = int(torch.randint(2**62, (1,), generator=rng))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pairs = [TRANSFER_AUGMENT(tv_tensors.Image(image), tv_tensors.Mask(mask)) for image, mask in zip(images, masks)]
+    return torch.stack([p[0].as_subclass(torch.Tensor) for p in pairs]), torch.stack(
+        [p[1].as_subclass(torch.Tensor) for p in pairs])
 
 
 EpochCallback = Callable[[int, nn.Module, float], dict[str, float] | None]
@@ -115,6 +149,8 @@ def train_epoch(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg
         if len(index) < 2 and len(images) >= 2:  # BatchNorm needs two samples
             continue
         x, y = augment(images[index], masks[index].long(), cfg, rng)
+        if bool((y == IGNORE).all()):  # nothing to learn (pseudo-labels may leave whole images out): a NaN loss
+            continue
         loss = F.cross_entropy(model(normalize(x.to(device))), y.to(device), ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
