@@ -75,3 +75,18 @@ def test_init_takes_the_sampling_options_and_refuses_bad_ones(tmp_path):
         result = run("init", str(tmp_path / "bad"), "--classes", "a,b", option, value)
         assert result.returncode == 1 and "invalid sampling option" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_generator_sample_writes_the_seeds_grid(tmp_path, tiny_generator):
+    out = tmp_path / "grid.png"
+    result = run("generator", "sample", str(tiny_generator), "--seeds", "3,5-7", "--columns", "2", "--out", str(out),
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 4 samples" in result.stdout
+    from datasetgan.generators.registry import load_generator
+
+    generator = load_generator(str(tiny_generator), "cpu")
+    first = generator.to_uint8(generator.synthesize(generator.ws_from_seeds([3], 1.0))[0])[0].permute(1, 2, 0)
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 + 2 * (32 + 2), 2 + 2 * (32 + 2), 3)  # 2 x 2 tiles of 32 px, 2 px apart
+    assert np.array_equal(grid[2:34, 2:34], first.numpy())  # seed 3 is the top-left tile

@@ -265,16 +265,12 @@ def generator_sample(
     """Write a grid of samples for the given seeds."""
     from datasetgan.formats.masks import save_image
     from datasetgan.generators.registry import load_generator
-    from datasetgan.viz import grid
+    from datasetgan.pipeline import sample_grid
 
-    sampling = sampling_settings(psi, truncation_cutoff, noise)
-    generator = load_generator(ref, device)
     chosen = parse_seeds(seeds)
-    images, _ = generator.synthesize(generator.ws_from_seeds(chosen, sampling.psi, sampling.truncation_cutoff),
-                                     sampling.noise_ids(chosen))
-    tiles = generator.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
-    save_image(out, grid(list(tiles), columns))
-    typer.echo(f"wrote {len(tiles)} samples to {out}")
+    sampling = sampling_settings(psi, truncation_cutoff, noise)
+    save_image(out, sample_grid(load_generator(ref, device), chosen, sampling, columns))
+    typer.echo(f"wrote {len(chosen)} samples to {out}")
 
 
 @app.command("init")

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 
@@ -28,7 +29,8 @@ from datasetgan.generators.registry import load_generator
 from datasetgan.interpreter import CONFIG_FILE, InterpreterConfig, Labels, StyleInterpreter, TrainingHistory
 from datasetgan.labels import LabelClass
 from datasetgan.uncertainty import rank_uncertain
-from datasetgan.workspace import Workspace, candidate_id
+from datasetgan.viz import grid
+from datasetgan.workspace import SamplingSettings, Workspace, candidate_id
 
 SELECTION_SEED = 1_000_000  # active learning's pool of fresh candidates starts here, away from sampled ones
 
@@ -56,6 +58,15 @@ def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype
         for target, level in zip(stored, part):
             target[start : start + step] = level
     return stored
+
+
+def sample_grid(generator: Generator, seeds: Sequence[int], sampling: SamplingSettings, columns: int = 8
+                ) -> np.ndarray:
+    """The images of `seeds` under `sampling` (psi, cutoff, noise), tiled `columns` wide: uint8 [H, W, 3]."""
+    seeds = list(seeds)
+    ws = generator.ws_from_seeds(seeds, sampling.psi, sampling.truncation_cutoff)
+    images, _ = generator.synthesize(ws, sampling.noise_ids(seeds))
+    return grid(list(generator.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()), columns)
 
 
 class Pipeline:
