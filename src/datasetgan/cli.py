@@ -245,9 +245,9 @@ def gan_weights(
 ) -> None:
     """The run's G, D and G_ema without optimiser state: to commit, and to resume from (copy it into a run
     folder as checkpoint.safetensors, then `gan train --run FOLDER --resume`)."""
-    from datasetgan.gan.train import weights_only
+    from datasetgan.gan.train import CHECKPOINT, weights_only
 
-    weights_only(run / "checkpoint.safetensors", out)
+    weights_only(run / CHECKPOINT, out)
     typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB)")
 
 
