@@ -13,7 +13,7 @@ import datasetgan
 
 PACKAGE = Path(datasetgan.__file__).parent
 LAYERS = [  # bottom up; a name stands for the module and everything under it
-    ["errors", "device", "fileio", "labels"],
+    ["errors", "device", "fileio", "labels", "progress"],
     ["features", "uncertainty", "metrics", "viz", "formats.masks"],
     ["generators"],
     ["interpreter"],

@@ -14,14 +14,15 @@ from datasetgan.formats.dataset import prepare_output, write_classes, write_pair
 from datasetgan.metrics import scores_from_confusion
 from datasetgan.pipeline import Pipeline
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
-from datasetgan.segment.evaluate import cross_validate, make_folds, per_image_confusion
+from datasetgan.segment.evaluate import cross_validate, fold_scores, make_folds, per_image_confusion
 from datasetgan.segment.models import build_segmenter, cached_weights_path
+from datasetgan.segment.recipe import train_and_score
 from datasetgan.segment.runs import split_indices
 from datasetgan.labels import IGNORE
 from datasetgan.segment.models import normalize
 from datasetgan.segment.self_training import SelfTrainingConfig, pseudo_label_self_training, pseudo_labels
 from datasetgan.segment.train import (SegmenterConfig, augment, evaluate, load_segmenter, read_segmenter_info,
-                                      save_segmenter, train_segmenter)
+                                      batch_order, save_segmenter, schedule_points, train_segmenter)
 from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import render_split
 
@@ -89,7 +90,7 @@ def test_segmenter_learns_the_world_and_round_trips(tmp_path):
     path = tmp_path / "seg.safetensors"
     save_segmenter(model, path, cfg.architecture, [str(i) for i in range(10)])
     loaded, info = load_segmenter(path, CPU)
-    assert info["architecture"] == "unet-resnet18"
+    assert info["architecture"] == "unet-resnet18-slim"
     assert evaluate(loaded, images, labels, 10, CPU).miou == pytest.approx(scores.miou)
 
 
@@ -158,9 +159,35 @@ def test_the_epoch_callback_sees_every_epoch_without_changing_training():
         seen.append((epoch, loss))
         return {"val_mIoU": evaluate(model, images, labels, 10, CPU).miou}
 
-    watched, history = train_segmenter(images, labels, 10, cfg, CPU, progress=False, on_epoch=validate)
+    watched, history = train_segmenter(images, labels, 10, cfg, CPU, progress=False, on_checkpoint=validate)
     assert seen == list(zip([1, 2], history)) and history == plain_history
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), watched.state_dict().values()))
+
+
+def test_step_counted_training_checks_in_at_evenly_spaced_steps_and_shows_each_image_equally():
+    cfg = SegmenterConfig(steps=10, checkpoints=4, batch_size=4)
+    assert schedule_points(6, cfg) == (10, [2, 5, 8, 10])  # whatever the set's size
+    assert schedule_points(6, cfg.model_copy(update={"steps": None, "epochs": 3})) == (6, [2, 4, 6])
+    batches = batch_order(6, 4, 10, torch.Generator().manual_seed(0))
+    assert len(batches) == 10 and all(len(b) == 4 for b in batches)
+    counts = torch.bincount(torch.cat(batches), minlength=6)
+    assert int(counts.max() - counts.min()) <= 1  # 40 draws over 6 images: 6 or 7 each
+
+
+def test_the_recipe_scores_by_the_five_fold_protocol_and_keeps_its_curve():
+    images, labels = render_split("faces", "real_train", 8, 32)
+    test = render_split("faces", "real_test", 10, 32)
+    cfg = SegmenterConfig(steps=6, checkpoints=3, batch_size=4, lr=3e-3)
+    scored = train_and_score(images, labels, test, 10, CPU, cfg)
+    confusions = []  # the same training again (seeded), every checkpoint tested by hand
+    train_segmenter(images, labels, 10, cfg, CPU, progress=False,
+                    on_checkpoint=lambda k, model, loss: confusions.append(per_image_confusion(model, *test, 10, CPU)))
+    expected = fold_scores(cross_validate(torch.stack(confusions), make_folds(10, 5, 0)))
+    assert scored.scores.miou == pytest.approx(expected.miou) and scored.train_images == 8
+    assert scored.curve == [(step, pytest.approx(scores_from_confusion(c.sum(0)).miou))
+                            for step, c in zip([2, 4, 6], confusions)]
+    with pytest.raises(ValueError, match="counts steps"):
+        train_and_score(images, labels, test, 10, CPU, cfg.model_copy(update={"steps": None}))
 
 
 def test_validation_split_is_seeded_and_disjoint():

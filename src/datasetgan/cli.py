@@ -456,8 +456,8 @@ def segment_train(
                                           "and classes.json."),
     out: Path = typer.Option(..., help="New run folder: config.json, log.jsonl, epoch-NNN.safetensors, "
                                        "best.safetensors."),
-    arch: str = typer.Option("unet-resnet18", help="unet-resnet18 (light, CPU), deeplabv3-resnet101 (the paper's), "
-                                                   "deeplabv3-mobilenet or lraspp-mobilenet."),
+    arch: str = typer.Option("unet-resnet18-slim", help="unet-resnet18-slim (light, CPU), unet-resnet18, "
+                             "deeplabv3-resnet101 (the paper's), deeplabv3-mobilenet or lraspp-mobilenet."),
     epochs: int = typer.Option(10),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(1e-3, help="Adam's learning rate (cosine decay to 0)."),
@@ -533,10 +533,13 @@ def bench(
     out: Path = typer.Option(None, help="Output folder (default out/paper, or out/paper-quick). Finished cells are "
                                         "kept there: a rerun resumes, and runs of other seeds may share it."),
     quick: bool = typer.Option(False, "--quick", help="Smoke preset: 1 seed, small sets, short training."),
-    tables: str = typer.Option("1,3,4,6", help="Comma-separated tables of the paper to compute."),
+    tables: str = typer.Option("1,3,4,6,gap", help="Comma-separated tables to compute: the paper's 1, 3, 4, 6 and "
+                                                   "gap (where the points between DatasetGAN and full supervision go)."),
     seeds: str = typer.Option(None, help="Comma-separated experiment seeds (default 0,1,2)."),
-    steps: int = typer.Option(None, help="Segmenter optimisation steps, the same for every training set (300)."),
-    batch_size: int = typer.Option(None, help="Segmenter batch (16; smaller sets: all their images)."),
+    steps: int = typer.Option(None, help="Segmenter optimisation steps, the same for every training set (default: "
+                                         "the demo's recipe)."),
+    batch_size: int = typer.Option(None, help="Segmenter batch (default: the recipe's; smaller sets: all their "
+                                              "images)."),
     sizes: str = typer.Option(None, help="Table 3: synthetic samples generated (1000,2000,3000)."),
     main_size: int = typer.Option(None, help="Synthetic samples for Tables 1 and 4 (2000)."),
     drops: str = typer.Option(None, help="Table 4: fractions dropped (0,0.05,0.1,0.2)."),
@@ -572,20 +575,23 @@ def bench(
     cfg = bench_config(quick, **{k: v for k, v in given.items() if v is not None})
     folder = out or Path("out/paper-quick" if quick else "out/paper")
     command = shlex.join(["datasetgan", *sys.argv[1:]])
-    run_benchmark(cfg, folder, numbers(tables), resolve_device(device), command, progress=progress)
+    run_benchmark(cfg, folder, [t.strip() for t in tables.split(",") if t.strip()], resolve_device(device), command, progress=progress)
 
 
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Folder for the workspace, dataset and report."),
     n: int = typer.Option(2000, "-n", help="Labelled samples to generate."),
-    steps: int = typer.Option(600, help="Optimisation steps of each downstream segmenter."),
+    steps: int = typer.Option(None, min=1, help="Optimisation steps of each downstream segmenter (default: the shared "
+                                         "recipe's)."),
     device: str = DeviceOption,
 ) -> None:
     """DatasetGAN end to end on the built-in faces generator: table + HTML report."""
     from datasetgan.demo import DemoConfig, run_demo
+    from datasetgan.segment.recipe import RECIPE
 
-    run_demo(out, resolve_device(device), DemoConfig(n_generate=n, segmenter_steps=steps))
+    segmenter = RECIPE if steps is None else RECIPE.model_copy(update={"steps": steps})
+    run_demo(out, resolve_device(device), DemoConfig(n_generate=n, segmenter=segmenter))
 
 
 def main() -> None:

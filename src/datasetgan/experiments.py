@@ -1,4 +1,4 @@
-"""The paper's experiments (Tables 1, 3, 4 and 6 of DatasetGAN) on the faces world.
+"""The paper's experiments (Tables 1, 3, 4 and 6 of DatasetGAN) and the gap table on the faces world.
 
 A seed s sets the interpreter's seed, the generation seeds and the segmenter's seed together.
 Per seed:
@@ -6,17 +6,20 @@ Per seed:
              samples, generated once in blocks of consecutive seeds. Tables 1, 3 and 4 train
              on prefixes of them less their most uncertain fraction (`select_subset`), so one
              cell (size, drop) serves every table that names it: Table 1's DatasetGAN row is
-             Table 4's 10 % row and Table 3's row of the same size.
+             Table 4's 10 % row and Table 3's row of the same size. Self-training rows start
+             from a cell's final model (kept in models/) as the teacher.
   random-k   an interpreter on the first k annotations of a seeded order of them (Table 6).
   active-k   Table 6's active learning: the first `t6_start` of that order, then
              `Pipeline.select` adds the fresh candidates the current interpreter is least sure
              of and the painter (the world oracle, as for the shipped annotations) labels them.
-Every segmenter trains for the same number of steps with the same batch (smaller only for sets
-smaller than a batch) and is scored on the world's real test split.
+Every segmenter trains with the demo's recipe (`segment.recipe.RECIPE`: the same steps and batch
+for every set, smaller only for sets smaller than a batch) and is scored on the world's real test
+split, its checkpoint picked by the paper's 5-fold protocol.
 
 Output folder (a rerun resumes: finished cells and stages are read back, not recomputed):
   protocol.json              the settings behind the numbers; a resume must use the same
-  cells/KEY.json             one trained-and-scored segmenter each
+  cells/KEY.json             one trained-and-scored segmenter each (with its learning curve)
+  models/KEY.safetensors     the final model of the cells that teach a self-training cell
   stages/KEY.json            finished interpreters and generated blocks
   work/seedS/NAME/           the workspaces, their interpreters and generated blocks
   results.json, results.md   the tables (mean ± std over seeds) and every per-seed number
@@ -30,7 +33,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -38,7 +41,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from safetensors import safe_open
-from tqdm import tqdm
 
 from datasetgan import factory
 from datasetgan.demo import shipped_annotations
@@ -49,9 +51,11 @@ from datasetgan.formats.dataset import read_manifest
 from datasetgan.formats.masks import load_mask
 from datasetgan.generators.registry import builtin_path, load_generator
 from datasetgan.pipeline import SELECTION_SEED, Pipeline
+from datasetgan.progress import progress_bar
 from datasetgan.metrics import SegmentationScores
 from datasetgan.segment.data import read_image
-from datasetgan.segment.train import evaluate, train_and_score
+from datasetgan.segment.recipe import FOLDS, RECIPE, Scored, self_train_and_score, train_and_score
+from datasetgan.segment.train import SegmenterConfig, evaluate, load_segmenter, predict, save_segmenter
 from datasetgan.workspace import Workspace
 from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import (
@@ -61,7 +65,7 @@ from datasetgan.worlds.oracle import (
     render_split,
 )
 
-TABLES = (1, 3, 4, 6)
+TABLES = ("1", "3", "4", "6", "gap")
 SEED_STRIDE = 10_000_000  # between the seed ranges of two experiment seeds
 
 Painter = Callable[[Workspace, list[str]], None]  # labels candidates as a person would
@@ -74,10 +78,10 @@ class BenchConfig(BaseModel):
     annotations: str | None = None  # folder of ID.png masks of the generator's seeds; None: the shipped 16
     world: str = "faces"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    steps: int = Field(300, ge=1)  # segmenter optimisation steps, the same for every training set
-    batch_size: int = Field(16, ge=2)  # = the paper's 16 annotations: every set trains on the same batch
-    architecture: str = "unet-resnet18"
-    n_test: int = Field(500, ge=1)  # real_test images
+    segmenter: SegmenterConfig = RECIPE  # the demo's: steps, batch, learning rate, checkpoints
+    n_test: int = Field(500, ge=FOLDS)  # real_test images (the 5-fold protocol needs a few)
+    n_unlabelled: int = Field(2000, ge=1)  # real_train images without their labels, for self-training
+    n_full: int = Field(4000, ge=1)  # the gap table's fully labelled real row
     sizes: list[int] = Field(default_factory=lambda: [1000, 2000, 3000], min_length=1)  # Table 3
     main_size: int = Field(2000, ge=1)  # Tables 1 and 4
     drops: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], min_length=1)  # Table 4
@@ -114,9 +118,16 @@ QUICK = {"seeds": [0], "steps": 40, "n_test": 200, "sizes": [200, 400], "main_si
 
 
 def bench_config(quick: bool = False, **settings) -> BenchConfig:
-    """The settings, over the defaults or over the --quick smoke preset (one seed, small sets, minutes)."""
+    """The settings, over the defaults or over the --quick smoke preset (one seed, small sets, minutes).
+
+    `steps` and `batch_size` change the segmenter recipe's.
+    """
+    settings = (QUICK if quick else {}) | settings
+    recipe = {key: settings.pop(key) for key in ("steps", "batch_size") if key in settings}
+    if recipe:
+        settings["segmenter"] = dict(settings.get("segmenter") or RECIPE.model_dump()) | recipe
     try:
-        return BenchConfig(**((QUICK if quick else {}) | settings))
+        return BenchConfig(**settings)
     except ValidationError as exc:
         raise DatasetGANError(f"invalid benchmark settings: {summarize(exc)}") from exc
 
@@ -164,13 +175,11 @@ def load_samples(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
                       [load_mask(f / "masks" / f"{r['name']}.png") for f, r in zip(folders, records)])
 
 
-def score_segmenter(images: torch.Tensor, masks: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
-                    num_classes: int, cfg: BenchConfig, seed: int, device: torch.device) -> dict:
-    """The shared recipe (`segment.train.train_and_score`: cfg.steps steps for any set) as a cell's JSON."""
-    scores = train_and_score(images, masks, test, num_classes, cfg.steps, cfg.batch_size, seed, device,
-                             cfg.architecture)
-    return scores_json(scores) | {"train_images": len(images), "steps": cfg.steps,
-                                  "batch": min(cfg.batch_size, len(images))}
+def cell_json(scored: Scored, recipe: SegmenterConfig) -> dict:
+    """A trained-and-scored segmenter (`segment.recipe`) as a cell's JSON."""
+    return scores_json(scored.scores) | {"train_images": scored.train_images, "steps": recipe.steps,
+                                         "batch": min(recipe.batch_size, scored.train_images),
+                                         "curve": [[step, miou] for step, miou in scored.curve]}
 
 
 def scores_json(scores: SegmentationScores) -> dict:
@@ -195,10 +204,12 @@ class Row:
 
 @dataclass
 class Table:
-    number: int
+    name: str  # the paper's number, or "gap"
     title: str
     rows: list[Row]
     note: str = ""
+    curves: list[str] = field(default_factory=list)  # labels of rows whose learning curves are shown
+    compare: tuple[int, int] | None = None  # rows whose per-seed difference is reported
 
 
 class Experiment:
@@ -340,23 +351,69 @@ class Experiment:
         """The real test images at the generator's resolution, rendered once and only when needed."""
         return render_split(self.cfg.world, "real_test", self.cfg.n_test, self.resolution)
 
-    def score(self, images: torch.Tensor, masks: torch.Tensor, seed: int) -> dict:
-        return score_segmenter(images, masks, self.test, len(self.classes), self.cfg, seed, self.device)
+    def recipe(self, seed: int) -> SegmenterConfig:
+        return self.cfg.segmenter.model_copy(update={"seed": seed})
+
+    def model_path(self, key: str) -> Path:
+        return self.out / "models" / f"{key}.safetensors"
+
+    def score(self, images: torch.Tensor, masks: torch.Tensor, seed: int, keep_as: str | None = None) -> dict:
+        """Train and score with the shared recipe; `keep_as` keeps the final model (a teacher)."""
+        scored = train_and_score(images, masks, self.test, len(self.classes), self.device, self.recipe(seed))
+        if keep_as is not None:
+            self.model_path(keep_as).parent.mkdir(parents=True, exist_ok=True)
+            save_segmenter(scored.model, self.model_path(keep_as), self.cfg.segmenter.architecture,
+                           [c.name for c in self.classes])
+        return cell_json(scored, self.recipe(seed))
+
+    @cached_property
+    def unlabelled(self) -> torch.Tensor:
+        """Real images without their labels: those the generator was trained on."""
+        return render_split(self.cfg.world, "real_train", self.cfg.n_unlabelled, self.resolution)[0]
+
+    def self_trained(self, seed: int, teacher_key: str, training_set: Callable[[], tuple]) -> str:
+        """One round of self-training from the teacher cell's final model (computed first if missing)."""
+        def compute() -> dict:
+            if not self.model_path(teacher_key).is_file():  # its cell was computed elsewhere: redo it
+                (self.out / "cells" / f"{teacher_key}.json").unlink(missing_ok=True)
+                self.cached("cells", teacher_key, self.jobs[teacher_key])
+            teacher, _ = load_segmenter(self.model_path(teacher_key), self.device)
+            scored = self_train_and_score(teacher, *training_set(), self.unlabelled, self.test, len(self.classes),
+                                          self.device, self.recipe(seed))
+            return cell_json(scored, self.recipe(seed)) | {"teacher": teacher_key,
+                                                           "unlabelled_images": len(self.unlabelled)}
+        return self.cell(f"{teacher_key}-self-trained", compute)
 
     def cell(self, key: str, compute: Callable[[], dict]) -> str:
         self.jobs.setdefault(key, compute)
         return key
 
-    def synthetic(self, seed: int, name: str, n: int, drop: float) -> str:
-        def compute() -> dict:
-            subset = select_subset(self.records(seed, name, self.workspace(seed, name), n), n, drop)
-            return self.score(*load_samples(subset), seed) | {"generated": n, "dropped": n - len(subset)}
-        return self.cell(f"seed{seed}/{name}-n{n}-drop{drop:g}", compute)
+    def synthetic_set(self, seed: int, name: str, n: int, drop: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_samples(select_subset(self.records(seed, name, self.workspace(seed, name), n), n, drop))
 
-    def real(self, seed: int) -> str:
-        k = len(self.ids)
-        return self.cell(f"seed{seed}/real-{k}", lambda: self.score(
-            *render_split(self.cfg.world, "real_train", k, self.resolution), seed))
+    def synthetic(self, seed: int, name: str, n: int, drop: float, teacher: bool = False) -> str:
+        key = f"seed{seed}/{name}-n{n}-drop{drop:g}"
+
+        def compute() -> dict:
+            images, masks = self.synthetic_set(seed, name, n, drop)
+            return self.score(images, masks, seed, key if teacher else None) | {
+                "generated": n, "dropped": n - len(images)}
+        return self.cell(key, compute)
+
+    def exact_labels(self, seed: int, n: int, drop: float) -> str:
+        """The gap table's (b): the same generated images, labelled by the world oracle instead."""
+        def compute() -> dict:
+            images, _ = self.synthetic_set(seed, "main", n, drop)
+            masks = predict(load_oracle(self.cfg.world, self.resolution, self.device), images, self.device)
+            return self.score(images, masks, seed) | {"generated": n, "dropped": n - len(images)}
+        return self.cell(f"seed{seed}/main-n{n}-drop{drop:g}-oracle-labels", compute)
+
+    def real(self, seed: int, k: int | None = None, teacher: bool = False) -> str:
+        """k real labelled images (default: as many as there are annotations)."""
+        k = k or len(self.ids)
+        key = f"seed{seed}/real-{k}"
+        return self.cell(key, lambda: self.score(*render_split(self.cfg.world, "real_train", k, self.resolution),
+                                                 seed, key if teacher else None))
 
     def annotated_gan(self, seed: int) -> str:
         """Latent vs output: the same segmenter on the annotated GAN images themselves."""
@@ -381,31 +438,38 @@ class Experiment:
 
     def table1(self) -> Table:
         cfg, k = self.cfg, len(self.ids)
-        rows = [Row(f"{k} real labelled images, from scratch (the paper's transfer-learning row)", "",
-                    [self.real(s) for s in cfg.seeds]),
+        main = [self.synthetic(s, "main", cfg.main_size, cfg.main_drop, teacher=True) for s in cfg.seeds]
+        real = [self.real(s, teacher=True) for s in cfg.seeds]
+        rows = [Row(f"{k} real labelled images, from scratch (the paper's transfer-learning row)", "", real),
+                Row(f"{k} real labelled + self-training on {cfg.n_unlabelled} unlabelled real (semi-supervised)",
+                    "", [self.self_trained(s, key, lambda s=s: render_split(cfg.world, "real_train", k,
+                                                                              self.resolution))
+                         for s, key in zip(cfg.seeds, real)]),
                 Row(f"the {k} annotated GAN images themselves (latent vs output)", "",
                     [self.annotated_gan(s) for s in cfg.seeds]),
                 Row(f"DatasetGAN: {cfg.main_size} synthetic from {k} annotated, {100 * cfg.main_drop:g} % "
-                    "most uncertain dropped", "",
-                    [self.synthetic(s, "main", cfg.main_size, cfg.main_drop) for s in cfg.seeds]),
+                    "most uncertain dropped", "", main),
+                Row(f"DatasetGAN + self-training on {cfg.n_unlabelled} unlabelled real", "",
+                    [self.self_trained(s, key, lambda s=s: self.synthetic_set(s, "main", cfg.main_size, cfg.main_drop))
+                     for s, key in zip(cfg.seeds, main)]),
                 Row(f"fully supervised: the world oracle ({oracle_training_images(cfg.world, cfg.oracle_resolution)} "
                     "real; one model)", "", [self.oracle()])]
         shared = ([f"Table 4's {100 * cfg.main_drop:g} % row"] if cfg.main_drop in cfg.drops else []) + (
             ["Table 3's row of that size"] if cfg.main_size in cfg.sizes else [])
         note = f"The DatasetGAN row is the same cells as {' and '.join(shared)}." if shared else ""
-        return Table(1, "real labels vs DatasetGAN, tested on real images", rows, note)
+        return Table("1", "real labels vs DatasetGAN, tested on real images", rows, note, compare=(3, 0))
 
     def table3(self) -> Table:
         cfg = self.cfg
         rows = [Row(f"{n} generated ({n - round(cfg.main_drop * n)} kept)", "",
                     [self.synthetic(s, "main", n, cfg.main_drop) for s in cfg.seeds]) for n in sorted(cfg.sizes)]
-        return Table(3, f"synthetic dataset size, {100 * cfg.main_drop:g} % most uncertain dropped", rows)
+        return Table("3", f"synthetic dataset size, {100 * cfg.main_drop:g} % most uncertain dropped", rows)
 
     def table4(self) -> Table:
         cfg = self.cfg
         rows = [Row(f"{100 * d:g} % dropped ({cfg.main_size - round(d * cfg.main_size)} kept)", "",
                     [self.synthetic(s, "main", cfg.main_size, d) for s in cfg.seeds]) for d in sorted(cfg.drops)]
-        return Table(4, f"dropping the most uncertain of {cfg.main_size} synthetic samples", rows)
+        return Table("4", f"dropping the most uncertain of {cfg.main_size} synthetic samples", rows)
 
     def table6(self) -> Table:
         cfg, rows = self.cfg, []
@@ -417,19 +481,35 @@ class Experiment:
                 "the main interpreter). Active learning: the first "
                 f"{cfg.t6_start} of that order, then each round adds the candidates (of {cfg.select_pool} fresh "
                 "ones) its interpreter is least sure of, labelled by the world oracle as the shipped ones were.")
-        return Table(6, f"which samples to annotate ({cfg.t6_size} synthetic each, "
+        return Table("6", f"which samples to annotate ({cfg.t6_size} synthetic each, "
                         f"{100 * cfg.main_drop:g} % most uncertain dropped)", rows, note)
 
-    def plan(self, tables: list[int]) -> list[Table]:
+    def gap(self) -> Table:
+        """Where the points between DatasetGAN and full supervision go, at the shared recipe."""
+        cfg, k, n, drop = self.cfg, len(self.ids), self.cfg.main_size, self.cfg.main_drop
+        rows = [Row(f"(a) {cfg.n_full} real labelled images, the shared recipe", "",
+                    [self.real(s, cfg.n_full) for s in cfg.seeds]),
+                Row(f"    the world oracle ({oracle_training_images(cfg.world, cfg.oracle_resolution)} real, its own "
+                    "longer recipe; one model)", "", [self.oracle()]),
+                Row(f"(b) {n} generated images ({100 * drop:g} % dropped), the oracle's labels", "",
+                    [self.exact_labels(s, n, drop) for s in cfg.seeds]),
+                Row(f"(c) the same images, the style interpreter's labels (DatasetGAN)", "",
+                    [self.synthetic(s, "main", n, drop, teacher=True) for s in cfg.seeds]),
+                Row(f"(d) {k} real labelled images", "", [self.real(s, teacher=True) for s in cfg.seeds])]
+        note = ("(a) - (b): what generated images cost against real ones (domain gap and the generator's missing "
+                "modes); (b) - (c): what the interpreter's labels cost against exact ones; (c) - (d): DatasetGAN's "
+                "gain over labelling real images.")
+        return Table("gap", "where the points go", rows, note, curves=[rows[0].label, rows[3].label])
+
+    def plan(self, tables: list[str]) -> list[Table]:
         """The requested tables; their cells are queued in self.jobs (shared cells once)."""
-        makers = {1: self.table1, 3: self.table3, 4: self.table4, 6: self.table6}
+        makers = {"1": self.table1, "3": self.table3, "4": self.table4, "6": self.table6, "gap": self.gap}
         return [makers[t]() for t in tables]
 
-    def run(self, tables: list[int]) -> list[Table]:
+    def run(self, tables: list[str]) -> list[Table]:
         self.check_protocol()
         planned = self.plan(tables)
-        with tqdm(total=len(self.jobs), desc="cells", unit="cell", disable=not self.progress,
-                  dynamic_ncols=True) as bar:
+        with progress_bar(total=len(self.jobs), show=self.progress, desc="cells", unit="cell") as bar:
             for i, (key, compute) in enumerate(self.jobs.items(), 1):
                 result = self.cached("cells", key, compute)
                 how = f"{result['seconds']:.0f} s" if key in self.computed else "cached"
@@ -448,11 +528,25 @@ def summary(values: list[float]) -> dict:
             "per_seed": values}
 
 
+def class_means(cells: list[dict]) -> list[float | None]:
+    """Each class's IoU, mean over the cells (seeds) where it is defined."""
+    columns = zip(*(cell["iou"] for cell in cells))
+    return [None if all(v is None for v in column) else statistics.fmean(v for v in column if v is not None)
+            for column in columns]
+
+
 def table_json(table: Table, cells: dict[str, dict]) -> dict:
     rows = [{"label": r.label, "column": r.column, "cells": r.keys,
              "miou": summary([cells[k]["miou"] for k in r.keys]),
-             "pixel_accuracy": summary([cells[k]["pixel_accuracy"] for k in r.keys])} for r in table.rows]
-    return {"title": table.title, "note": table.note, "rows": rows}
+             "pixel_accuracy": summary([cells[k]["pixel_accuracy"] for k in r.keys]),
+             "iou": class_means([cells[k] for k in r.keys])} for r in table.rows]
+    out = {"title": table.title, "note": table.note, "rows": rows,
+           "curves": {r.label: cells[r.keys[0]]["curve"] for r in table.rows if r.label in table.curves}}
+    if table.compare is not None:
+        first, second = (table.rows[i] for i in table.compare)
+        out["difference"] = {"rows": [first.label, second.label], **summary(
+            [cells[a]["miou"] - cells[b]["miou"] for a, b in zip(first.keys, second.keys)])}
+    return out
 
 
 def percent(stat: dict) -> str:
@@ -460,19 +554,31 @@ def percent(stat: dict) -> str:
     return f"{100 * stat['mean']:.1f}{spread}"
 
 
-def table_markdown(number: int, table: dict) -> list[str]:
-    lines = [f"## Table {number}: {table['title']}", ""]
+def table_markdown(name: str, table: dict, class_names: list[str]) -> list[str]:
+    lines = [f"## {'Gap' if name == 'gap' else 'Table ' + name}: {table['title']}", ""]
     columns = list(dict.fromkeys(r["column"] for r in table["rows"]))
     if columns == [""]:
-        lines += ["| training data | mIoU % | pixel accuracy % |", "|---|---|---|"]
-        lines += [f"| {r['label']} | {percent(r['miou'])} | {percent(r['pixel_accuracy'])} |" for r in table["rows"]]
+        lines += ["| training data | mIoU % | pixel accuracy % | " + " | ".join(class_names) + " |",
+                  "|---" * (3 + len(class_names)) + "|"]
+        lines += [f"| {r['label']} | {percent(r['miou'])} | {percent(r['pixel_accuracy'])} | "
+                  + " | ".join("-" if v is None else f"{100 * v:.0f}" for v in r["iou"]) + " |" for r in table["rows"]]
     else:  # Table 6: annotated images x how they were picked, mIoU
         grid = {(r["label"], r["column"]): percent(r["miou"]) for r in table["rows"]}
         labels = list(dict.fromkeys(r["label"] for r in table["rows"]))
         lines += ["| annotated | " + " | ".join(f"{c}, mIoU %" for c in columns) + " |",
                   "|---" * (len(columns) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(grid[label, c] for c in columns) + " |" for label in labels]
-    return lines + ([""] + [table["note"]] if table["note"] else []) + [""]
+    lines += [""] + [table["note"]] if table["note"] else []
+    if "difference" in table:
+        d = table["difference"]
+        ratio = "" if not d["std"] else f" = {d['mean'] / d['std']:.1f} std"
+        lines += ["", f"Per-seed difference, {d['rows'][0]} minus {d['rows'][1]}: "
+                      f"{percent(d)} mIoU points (mean{ratio}; per seed "
+                      f"{', '.join(f'{100 * v:.1f}' for v in d['per_seed'])})."]
+    for label, curve in table.get("curves", {}).items():
+        lines += ["", f"Learning curve (first seed), {label.strip()}: mIoU % on every test image at step "
+                      + ", ".join(f"{step}: {100 * miou:.1f}" for step, miou in curve) + "."]
+    return lines + [""]
 
 
 def results_markdown(results: dict) -> str:
@@ -480,32 +586,35 @@ def results_markdown(results: dict) -> str:
     seeds = ", ".join(map(str, cfg["seeds"]))
     setup = (f"Generator `{cfg['generator']}`, {results['annotations']} annotated samples; seeds {seeds} (each "
              "sets the interpreter, the generation seeds and the segmenter); segmenter "
-             f"{cfg['architecture']} from scratch, {cfg['steps']} steps of batch {cfg['batch_size']} (or the whole "
-             f"set when smaller) for every training set; tested on {cfg['n_test']} `real_test` images of the "
-             "world. mIoU and pixel accuracy in %, mean ± sample std over seeds.")
+             f"{cfg['segmenter']['architecture']} from scratch, {cfg['segmenter']['steps']} steps of batch "
+             f"{cfg['segmenter']['batch_size']} (or the whole set when smaller) for every training set; tested on "
+             f"{cfg['n_test']} `real_test` images of the world, each row at the checkpoint (of "
+             f"{cfg['segmenter']['checkpoints']}) that the paper's 5-fold protocol picks. mIoU and pixel accuracy in "
+             "%, mean ± sample std over seeds.")
     lines = ["# DatasetGAN's experiments on the faces world", "", setup, ""]
-    for number, table in results["tables"].items():
-        lines += table_markdown(number, table)
+    for name, table in results["tables"].items():
+        lines += table_markdown(name, table, results["classes"])
     pointer = ("Not re-run here: see the section \"Style interpreter vs the materialised design\" of "
                "bench/RESULTS.md (`python bench/interpreter.py`).")
     lines += ["## Interpreter memory and time", "", pointer, "", f"Command: `{results['command']}`", ""]
     return "\n".join(lines)
 
 
-def run_benchmark(cfg: BenchConfig, out: str | Path, tables: Sequence[int] = TABLES,
+def run_benchmark(cfg: BenchConfig, out: str | Path, tables: Sequence[str | int] = TABLES,
                   device: torch.device | str = "auto", command: str = "", painter: Painter | None = None,
                   progress: bool = True) -> dict:
     """Compute the requested tables (reusing every finished cell in `out`); write and return the results."""
+    tables = [str(t) for t in tables]
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
-        raise DatasetGANError(f"unknown table(s) {unknown}: choose from {', '.join(map(str, TABLES))}")
+        raise DatasetGANError(f"unknown table(s) {unknown}: choose from {', '.join(TABLES)}")
     out, started = Path(out), time.monotonic()
     experiment = Experiment(cfg, out, resolve_device(device), painter, progress)
-    planned = experiment.run(sorted(set(tables)))
+    planned = experiment.run([t for t in TABLES if t in tables])
     cells = {key: json.loads((out / "cells" / f"{key}.json").read_text()) for key in experiment.jobs}
     results = {"command": command, "protocol": cfg.model_dump(mode="json"), "annotations": len(experiment.ids),
                "classes": [c.name for c in experiment.classes],
-               "tables": {str(t.number): table_json(t, cells) for t in planned}, "cells": cells,
+               "tables": {t.name: table_json(t, cells) for t in planned}, "cells": cells,
                "this_run": {"computed": experiment.computed, "seconds": round(time.monotonic() - started, 1)}}
     write_json(out / "results.json", results)
     markdown = results_markdown(results)

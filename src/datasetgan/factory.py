@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
-from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write, remove_orphaned_temporaries, save_tensors
@@ -31,6 +30,7 @@ from datasetgan.generators.base import Generator
 from datasetgan.interpreter import Labels, StyleInterpreter
 from datasetgan.uncertainty import rank_uncertain
 from datasetgan.workspace import NoiseMode, Workspace
+from datasetgan.progress import progress_bar
 
 SETTINGS_FILE = "dataset.json"
 FIRST_SEED = 100_000_000  # synthetic samples' seeds start here, far from the candidates' (0, 1, 2, ...)
@@ -136,7 +136,7 @@ def generate(workspace: Workspace, generator: Generator, interpreter: StyleInter
     colors = [c.color for c in workspace.label_classes]
     todo = [b for b in shard_batches(settings.batches(), shard)
             if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
-    for batch in tqdm(todo, desc=f"generating {name}", unit="batch", disable=not progress, dynamic_ncols=True):
+    for batch in progress_bar(todo, show=progress, desc=f"generating {name}", unit="batch"):
         ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff)
         images, labels = label_ws(generator, interpreter, ws, sampling.noise_ids(batch))
         write_batch(folder, batch, images, ws, labels, settings, colors)

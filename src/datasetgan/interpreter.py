@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from datasetgan.device import resolve_device
 from datasetgan.errors import DatasetGANError
@@ -39,6 +38,7 @@ from datasetgan.features import (
 from datasetgan.fileio import save_tensors
 from datasetgan.labels import check_class_ids
 from datasetgan.uncertainty import image_scores, mutual_information, vote
+from datasetgan.progress import progress_bar
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "interpreter.safetensors"
@@ -319,7 +319,7 @@ class StyleInterpreter(nn.Module):
         shufflers = [_member_generator(cfg.seed, m, _SHUFFLE) for m in range(cfg.members)]
         stopped: dict[int, dict[str, Tensor]] = {}  # a stopped member's weights, kept aside
         epoch_losses, steps = [], 0
-        with tqdm(desc="style interpreter", unit="batch", disable=not progress) as bar:
+        with progress_bar(show=progress, desc="style interpreter", unit="batch") as bar:
             epoch = 0
             while epoch < cfg.max_epochs or steps < cfg.min_steps:
                 bar.set_description_str(f"style interpreter, epoch {epoch}")

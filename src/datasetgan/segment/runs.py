@@ -158,10 +158,10 @@ def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: t
     recorder = RunRecorder(run, split, cfg, device)
     summary = {}
     if extra_images is None:
-        train_segmenter(split.images, split.masks, len(split.classes), cfg, device, progress, on_epoch=recorder)
+        train_segmenter(split.images, split.masks, len(split.classes), cfg, device, progress, on_checkpoint=recorder)
     else:
         result = pseudo_label_self_training(split.images, split.masks, extra_images, len(split.classes), cfg, device,
-                                            self_training or SelfTrainingConfig(), progress, on_epoch=recorder)
+                                            self_training or SelfTrainingConfig(), progress, on_checkpoint=recorder)
         summary = {"unlabelled_images": len(extra_images), "pseudo_labelled": result.pseudo_labelled}
     best = max((r for r in recorder.log if r["best"]), key=lambda r: r["epoch"])
     return {"run": str(run), "epochs": cfg.epochs, "train_images": len(split.images),

@@ -20,7 +20,7 @@ from torch import nn
 from datasetgan.errors import DatasetGANError
 from datasetgan.labels import IGNORE
 from datasetgan.segment.models import normalize
-from datasetgan.segment.train import EpochCallback, SegmenterConfig, train_segmenter
+from datasetgan.segment.train import CheckpointCallback, SegmenterConfig, train_segmenter
 
 
 class SelfTrainingConfig(BaseModel):
@@ -59,22 +59,31 @@ def pseudo_labels(model: nn.Module, images: torch.Tensor, st: SelfTrainingConfig
     return torch.where(keep, classes, IGNORE).to(torch.uint8)
 
 
+def with_pseudo_labels(teacher: nn.Module, images: torch.Tensor, masks: torch.Tensor, unlabelled: torch.Tensor,
+                       st: SelfTrainingConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The student's training set: the labelled images, then the unlabelled ones with the teacher's
+    pseudo-labels -> (images, masks, share of unlabelled pixels that got a pseudo-label)."""
+    check_unlabelled(images, unlabelled)
+    pseudo = pseudo_labels(teacher, unlabelled, st, device)
+    return torch.cat([images, unlabelled]), torch.cat([masks, pseudo]), float((pseudo != IGNORE).float().mean())
+
+
 def pseudo_label_self_training(images: torch.Tensor, masks: torch.Tensor, unlabelled: torch.Tensor,
                                num_classes: int, cfg: SegmenterConfig, device: torch.device,
                                st: SelfTrainingConfig = SelfTrainingConfig(), progress: bool = False,
-                               on_epoch: EpochCallback | None = None) -> SelfTrainingResult:
+                               on_checkpoint: CheckpointCallback | None = None) -> SelfTrainingResult:
     """Teacher on (images, masks), then `st.rounds` students on those plus pseudo-labelled `unlabelled`.
 
     Every model trains with `cfg` (its seed included), so the result depends on the seeds alone;
-    `on_epoch` sees the last student's epochs only (its validation picks the run's checkpoint).
+    `on_checkpoint` sees the last student's checkpoints only (its validation picks the run's).
     """
     check_unlabelled(images, unlabelled)
     model, history = train_segmenter(images, masks, num_classes, cfg, device, progress)
-    both_images, shares = torch.cat([images, unlabelled]), []
+    shares = []
     for round_ in range(st.rounds):
-        pseudo = pseudo_labels(model, unlabelled, st, device)
-        shares.append(float((pseudo != IGNORE).float().mean()))
+        student_images, student_masks, share = with_pseudo_labels(model, images, masks, unlabelled, st, device)
+        shares.append(share)
         last = round_ == st.rounds - 1
-        model, history = train_segmenter(both_images, torch.cat([masks, pseudo]), num_classes, cfg, device, progress,
-                                         on_epoch if last else None)
+        model, history = train_segmenter(student_images, student_masks, num_classes, cfg, device, progress,
+                                         on_checkpoint if last else None)
     return SelfTrainingResult(model, history, shares)
