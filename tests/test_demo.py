@@ -8,7 +8,7 @@ import torch
 from datasetgan.demo import DemoConfig, run_demo
 from datasetgan.experiments import BenchConfig
 from datasetgan.formats.dataset import read_manifest
-from datasetgan.segment.recipe import RECIPE
+from datasetgan.segment.recipe import RECIPE, SELF_TRAINING
 
 from conftest import make_tiny_generator
 
@@ -19,7 +19,7 @@ def test_tiny_demo_writes_its_report_with_every_row(tmp_path, loads, capsys):
     generator = make_tiny_generator(tmp_path / "tiny64.safetensors", resolution=64)  # the annotations are 64 px
     segmenter = RECIPE.model_copy(update={"steps": 2, "batch_size": 4, "checkpoints": 2})
     cfg = DemoConfig(generator=str(generator), interpreter=TINY, n_generate=20, n_test=8, n_unlabelled=4,
-                     segmenter=segmenter)
+                     segmenter=segmenter, self_training=SELF_TRAINING.model_copy(update={"steps": 2}))
     summary = run_demo(tmp_path / "out", torch.device("cpu"), cfg)
 
     assert len(summary) == 4 and all(0 <= miou <= 1 for miou in summary.values()), summary
@@ -36,4 +36,5 @@ def test_tiny_demo_writes_its_report_with_every_row(tmp_path, loads, capsys):
 
 def test_demo_and_bench_train_with_one_recipe():
     assert DemoConfig().segmenter == BenchConfig().segmenter == RECIPE
+    assert DemoConfig().self_training == BenchConfig().self_training == SELF_TRAINING
     assert RECIPE.steps is not None  # sets of 16 and of thousands of images get the same optimisation

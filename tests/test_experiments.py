@@ -50,7 +50,7 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     cfg = bench_config(generator=str(generator), annotations=str(painted.annotations_dir), seeds=[0], steps=2,
                        batch_size=4, n_test=6, sizes=[8, 16], main_size=16, drops=[0.0, 0.25], main_drop=0.25,
                        t6_counts=[2], t6_start=1, t6_size=8, select_pool=4, interpreter=TINY_INTERPRETER,
-                       n_unlabelled=6, n_full=5)
+                       n_unlabelled=6, n_full=5, self_training={"steps": 2})
     out = tmp_path / "bench"
     first = run_benchmark(cfg, out, device="cpu", painter=brightness_painter, progress=False)
 

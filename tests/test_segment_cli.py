@@ -216,13 +216,21 @@ def test_self_training_and_transfer_augmentation_runs_record_what_they_did(data,
     unlabelled = render(tmp_path / "unlabelled", 6, "gan_train")
     summary = json.loads(ok("segment", "train", data["train"], "--out", tmp_path / "run", "--epochs", 1,
                             "--batch-size", 4, "--val-fraction", 0.25, "--unlabelled", unlabelled,
-                            "--transfer-augment", "--pseudo-class-share", 0.3))
+                            "--self-training", "pseudo-labels", "--transfer-augment", "--pseudo-class-share", 0.3))
     assert summary["unlabelled_images"] == 6 and len(summary["pseudo_labelled"]) == 1
     assert 0.3 <= summary["pseudo_labelled"][0] <= 1  # each predicted class keeps at least its surest 30 %
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["unlabelled"] == str(unlabelled) and config["self_training"]["class_share"] == 0.3
+    assert config["self_training"]["method"] == "pseudo-labels"
     assert config["segmenter"]["transfer_augment"] is True and (tmp_path / "run" / "best.safetensors").is_file()
     assert "unlabelled" not in json.loads((data["run"] / "config.json").read_text())  # a plain run's file is as before
+
+    summary = json.loads(ok("segment", "train", data["train"], "--out", tmp_path / "mt", "--epochs", 2,
+                            "--batch-size", 4, "--val-fraction", 0.25, "--unlabelled", unlabelled))
+    assert summary["unlabelled_images"] == 6 and summary["epochs"] == 2  # the mean teacher's epochs are the run's
+    config = json.loads((tmp_path / "mt" / "config.json").read_text())
+    assert config["self_training"] == {"method": "mean-teacher", "ema": 0.99, "confidence": 0.968}
+    assert len((tmp_path / "mt" / "log.jsonl").read_text().splitlines()) == 2
 
 
 def test_bad_unlabelled_folders_are_refused_before_anything_is_written(data, tmp_path):
@@ -239,4 +247,6 @@ def test_bad_unlabelled_folders_are_refused_before_anything_is_written(data, tmp
                                         tmp_path / "missing")
     assert "threshold" in refused("segment", "train", data["train"], "--out", out, "--unlabelled", bigger,
                                   "--pseudo-threshold", 1.5)
+    assert "unknown self-training method 'fixmatch'" in refused("segment", "train", data["train"], "--out", out,
+                                                                "--unlabelled", bigger, "--self-training", "fixmatch")
     assert not out.exists()

@@ -472,7 +472,10 @@ def segment_train(
     transfer_augment: bool = typer.Option(False, "--transfer-augment", help="Synthetic-to-real augmentation: colour "
                                           "jitter, blur, noise, small rotations and scalings, per image."),
     unlabelled: Path = typer.Option(None, help="A folder of unlabelled real images of the training size (or its "
-                                               "images/): pseudo-label self-training on them."),
+                                               "images/): self-training on them after the plain training."),
+    self_training: str = typer.Option("mean-teacher", help="With --unlabelled: mean-teacher (fine-tunes the trained "
+                                      "segmenter with a mean teacher and ClassMix, as many epochs again) or "
+                                      "pseudo-labels (a fresh student on offline pseudo-labels; options below)."),
     pseudo_threshold: float = typer.Option(0.9, help="With --unlabelled: the confidence that always keeps a "
                                                      "pseudo-label."),
     pseudo_class_share: float = typer.Option(0.5, help="With --unlabelled: each class keeps at least its most "
@@ -491,12 +494,12 @@ def segment_train(
     try:
         cfg = SegmenterConfig(architecture=arch, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip,
                               pretrained=pretrained, seed=seed, transfer_augment=transfer_augment)
-        self_training = SelfTrainingConfig(threshold=pseudo_threshold, class_share=pseudo_class_share,
-                                           rounds=self_training_rounds)
+        pseudo_labelling = SelfTrainingConfig(threshold=pseudo_threshold, class_share=pseudo_class_share,
+                                              rounds=self_training_rounds)
     except ValidationError as exc:
         raise DatasetGANError(summarize(exc)) from exc
     summary = train_run(data, out, cfg, resolve_device(device), val, val_fraction, unlabelled=unlabelled,
-                        self_training=self_training)
+                        self_training=pseudo_labelling, method=self_training)
     typer.echo(json.dumps(summary, indent=2))
 
 

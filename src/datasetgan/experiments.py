@@ -54,7 +54,8 @@ from datasetgan.pipeline import SELECTION_SEED, Pipeline
 from datasetgan.progress import progress_bar
 from datasetgan.metrics import SegmentationScores
 from datasetgan.segment.data import read_image
-from datasetgan.segment.recipe import FOLDS, RECIPE, Scored, self_train_and_score, train_and_score
+from datasetgan.segment.mean_teacher import MeanTeacherConfig
+from datasetgan.segment.recipe import FOLDS, RECIPE, SELF_TRAINING, Scored, self_train_and_score, train_and_score
 from datasetgan.segment.train import SegmenterConfig, evaluate, load_segmenter, predict, save_segmenter
 from datasetgan.workspace import Workspace
 from datasetgan.worlds import get_world
@@ -79,6 +80,7 @@ class BenchConfig(BaseModel):
     world: str = "faces"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     segmenter: SegmenterConfig = RECIPE  # the demo's: steps, batch, learning rate, checkpoints
+    self_training: MeanTeacherConfig = SELF_TRAINING  # the demo's too
     n_test: int = Field(500, ge=FOLDS)  # real_test images (the 5-fold protocol needs a few)
     n_unlabelled: int = Field(2000, ge=1)  # real_train images without their labels, for self-training
     n_full: int = Field(4000, ge=1)  # the gap table's fully labelled real row
@@ -175,10 +177,9 @@ def load_samples(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
                       [load_mask(f / "masks" / f"{r['name']}.png") for f, r in zip(folders, records)])
 
 
-def cell_json(scored: Scored, recipe: SegmenterConfig) -> dict:
+def cell_json(scored: Scored) -> dict:
     """A trained-and-scored segmenter (`segment.recipe`) as a cell's JSON."""
-    return scores_json(scored.scores) | {"train_images": scored.train_images, "steps": recipe.steps,
-                                         "batch": min(recipe.batch_size, scored.train_images),
+    return scores_json(scored.scores) | {"train_images": scored.train_images, "steps": scored.curve[-1][0],
                                          "curve": [[step, miou] for step, miou in scored.curve]}
 
 
@@ -364,7 +365,7 @@ class Experiment:
             self.model_path(keep_as).parent.mkdir(parents=True, exist_ok=True)
             save_segmenter(scored.model, self.model_path(keep_as), self.cfg.segmenter.architecture,
                            [c.name for c in self.classes])
-        return cell_json(scored, self.recipe(seed))
+        return cell_json(scored)
 
     @cached_property
     def unlabelled(self) -> torch.Tensor:
@@ -379,8 +380,8 @@ class Experiment:
                 self.cached("cells", teacher_key, self.jobs[teacher_key])
             teacher, _ = load_segmenter(self.model_path(teacher_key), self.device)
             scored = self_train_and_score(teacher, *training_set(), self.unlabelled, self.test, len(self.classes),
-                                          self.device, self.recipe(seed))
-            return cell_json(scored, self.recipe(seed)) | {"teacher": teacher_key,
+                                          self.device, self.recipe(seed), self.cfg.self_training)
+            return cell_json(scored) | {"teacher": teacher_key,
                                                            "unlabelled_images": len(self.unlabelled)}
         return self.cell(f"{teacher_key}-self-trained", compute)
 

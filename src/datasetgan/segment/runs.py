@@ -23,8 +23,9 @@ from datasetgan.fileio import atomic_write, write_json
 from datasetgan.labels import IGNORE
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled, load_unlabelled
 from datasetgan.segment.models import check_architecture
+from datasetgan.segment.mean_teacher import MeanTeacherConfig, mean_teacher_training
 from datasetgan.segment.self_training import SelfTrainingConfig, check_unlabelled, pseudo_label_self_training
-from datasetgan.segment.train import SegmenterConfig, evaluate, save_segmenter, train_segmenter
+from datasetgan.segment.train import SegmenterConfig, evaluate, save_segmenter, schedule_points, train_segmenter
 from datasetgan.labels import LabelClass
 
 BEST = "best.safetensors"
@@ -127,15 +128,22 @@ class RunRecorder:
         return {} if miou is None else {"val_mIoU": miou}
 
 
+SELF_TRAINING_METHODS = ("mean-teacher", "pseudo-labels")
+
+
 def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: torch.device,
               val: str | Path | None = None, val_fraction: float | None = None, progress: bool = True,
-              unlabelled: str | Path | None = None, self_training: SelfTrainingConfig | None = None) -> dict:
+              unlabelled: str | Path | None = None, self_training: SelfTrainingConfig | None = None,
+              method: str = "mean-teacher") -> dict:
     """Train a segmenter into a new run folder -> summary (epochs, best epoch, its validation mIoU).
 
-    With `unlabelled` (a folder of real images), pseudo-label self-training: the run records the
-    last student's epochs. Every input is checked before the folder is created, so a mistake
-    writes nothing.
+    With `unlabelled` (a folder of real images), self-training after the plain training: a mean
+    teacher with ClassMix fine-tuning the trained segmenter for as many epochs again, or offline
+    pseudo-labels (`self_training`) for a fresh student; the run records those epochs. Every
+    input is checked before the folder is created, so a mistake writes nothing.
     """
+    if method not in SELF_TRAINING_METHODS:
+        raise DatasetGANError(f"unknown self-training method {method!r}: choose {' or '.join(SELF_TRAINING_METHODS)}")
     data, run = Path(data), Path(run)
     if cfg.batch_size < 2:  # train_segmenter skips single-image batches: BatchNorm needs two samples
         raise DatasetGANError(f"--batch-size must be at least 2 (got {cfg.batch_size})")
@@ -154,11 +162,18 @@ def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: t
         "val_fraction": None if val is not None else (0.1 if val_fraction is None else val_fraction),
         "train_images": len(split.images), "val_names": split.val_names,
         "classes": [c.name for c in split.classes], "resolution": list(split.images.shape[-2:]),
-        "segmenter": cfg.model_dump(), **self_training_record(unlabelled, extra_images, self_training)})
+        "segmenter": cfg.model_dump(), **self_training_record(unlabelled, extra_images, self_training, method)})
     recorder = RunRecorder(run, split, cfg, device)
     summary = {}
     if extra_images is None:
         train_segmenter(split.images, split.masks, len(split.classes), cfg, device, progress, on_checkpoint=recorder)
+    elif method == "mean-teacher":
+        teacher, _ = train_segmenter(split.images, split.masks, len(split.classes), cfg, device, progress)
+        steps, _ = schedule_points(len(split.images), cfg)
+        mean_teacher_training(teacher, split.images, split.masks, extra_images,
+                              cfg.model_copy(update={"steps": steps, "checkpoints": cfg.epochs}), device,
+                              progress=progress, on_checkpoint=recorder)
+        summary = {"unlabelled_images": len(extra_images)}
     else:
         result = pseudo_label_self_training(split.images, split.masks, extra_images, len(split.classes), cfg, device,
                                             self_training or SelfTrainingConfig(), progress, on_checkpoint=recorder)
@@ -170,9 +185,10 @@ def train_run(data: str | Path, run: str | Path, cfg: SegmenterConfig, device: t
 
 
 def self_training_record(unlabelled: str | Path | None, images: torch.Tensor | None,
-                         self_training: SelfTrainingConfig | None) -> dict:
+                         self_training: SelfTrainingConfig | None, method: str) -> dict:
     """config.json's self-training entries (none for a plain run)."""
     if unlabelled is None:
         return {}
+    settings = MeanTeacherConfig() if method == "mean-teacher" else self_training or SelfTrainingConfig()
     return {"unlabelled": str(unlabelled), "unlabelled_images": len(images),
-            "self_training": (self_training or SelfTrainingConfig()).model_dump()}
+            "self_training": {"method": method, **settings.model_dump(exclude_none=True)}}
