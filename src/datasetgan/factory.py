@@ -28,9 +28,9 @@ from datasetgan.formats.dataset import read_records, sample_name, write_classes,
 from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.generators.base import Generator
 from datasetgan.interpreter import Labels, StyleInterpreter
+from datasetgan.progress import progress_bar
 from datasetgan.uncertainty import rank_uncertain
 from datasetgan.workspace import NoiseMode, Workspace
-from datasetgan.progress import progress_bar
 
 SETTINGS_FILE = "dataset.json"
 FIRST_SEED = 100_000_000  # synthetic samples' seeds start here, far from the candidates' (0, 1, 2, ...)

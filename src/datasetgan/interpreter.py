@@ -37,8 +37,8 @@ from datasetgan.features import (
 )
 from datasetgan.fileio import save_tensors
 from datasetgan.labels import check_class_ids
-from datasetgan.uncertainty import image_scores, mutual_information, vote
 from datasetgan.progress import progress_bar
+from datasetgan.uncertainty import image_scores, mutual_information, vote
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "interpreter.safetensors"

@@ -36,8 +36,8 @@ from datasetgan.gan.discriminator import Discriminator
 from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.checkpoint import save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
-from datasetgan.viz import grid
 from datasetgan.progress import progress_bar
+from datasetgan.viz import grid
 
 SAMPLE_SEEDS = range(32)
 OPTIMISERS = ("opt_G", "opt_D")  # checkpoint key prefixes of the optimisers' state

@@ -24,13 +24,13 @@ from datasetgan.metrics import (
     confusion_matrix,
     scores_from_confusion,
 )
+from datasetgan.progress import progress_bar
 from datasetgan.segment.data import check_same_classes, labelled_names, load_labelled
 from datasetgan.segment.models import check_architecture
 from datasetgan.fileio import write_json
 from datasetgan.segment.runs import BEST, epoch_checkpoints
 from datasetgan.segment.train import load_segmenter, predict, read_segmenter_info
 from datasetgan.viz import heatmap
-from datasetgan.progress import progress_bar
 
 
 def per_image_confusion(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_classes: int,

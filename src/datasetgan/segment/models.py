@@ -3,7 +3,8 @@
 - `unet-resnet18-slim` (default): torchvision's ResNet-18 up to layer3 as encoder with a
   narrow U-Net decoder and a full-resolution skip, so that parts two pixels wide (eyes, brows
   at 64 px) survive. 3.3 M parameters. The decoder's full-resolution convolutions dominate a
-  CPU step; narrowing them makes a training step 1.9x faster than `unet-resnet18`'s.
+  CPU step; narrowing them makes a training step 1.6x (batch 32) to 1.85x (batch 16) faster
+  than `unet-resnet18`'s (bench/segmenter_speed.py).
 - `unet-resnet18`: the same with a wider decoder (3.4 M parameters); the world oracles use it.
 - `deeplabv3-resnet101`: the paper's downstream network (torchvision DeepLabV3).
 - `deeplabv3-mobilenet`, `lraspp-mobilenet`: torchvision's light MobileNetV3 models.

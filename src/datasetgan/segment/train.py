@@ -26,8 +26,8 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import save_tensors
 from datasetgan.labels import IGNORE
 from datasetgan.metrics import ConfusionMeter, SegmentationScores
-from datasetgan.segment.models import build_segmenter, normalize
 from datasetgan.progress import progress_bar
+from datasetgan.segment.models import build_segmenter, normalize
 
 
 class SegmenterConfig(BaseModel):
@@ -129,7 +129,7 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, num_classes: int,
     with torch.random.fork_rng(devices=devices):  # seeds initialisation and dropout alike
         torch.manual_seed(cfg.seed)
         model = build_segmenter(cfg.architecture, num_classes, cfg.pretrained).to(device)
-        model = model.to(memory_format=torch.channels_last)  # ~20 % faster convolutions on a CPU, same results
+        model = model.to(memory_format=torch.channels_last)  # ~20 % faster convolutions on a CPU, the same maths
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         rng = torch.Generator().manual_seed(cfg.seed)
