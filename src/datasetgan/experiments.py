@@ -608,7 +608,7 @@ def run_benchmark(cfg: BenchConfig, out: str | Path, tables: Sequence[str | int]
     tables = [str(t) for t in tables]
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
-        raise DatasetGANError(f"unknown table(s) {unknown}: choose from {', '.join(TABLES)}")
+        raise DatasetGANError(f"unknown table(s) {', '.join(unknown)}: choose from {', '.join(TABLES)}")
     out, started = Path(out), time.monotonic()
     experiment = Experiment(cfg, out, resolve_device(device), painter, progress)
     planned = experiment.run([t for t in TABLES if t in tables])
