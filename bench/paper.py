@@ -1,6 +1,6 @@
 """The paper's experiments (Tables 1, 3, 4, 6) on the faces world: `datasetgan bench`.
 
-    python bench/paper.py                         # the full run: 3 seeds, about an hour on 2 CPU cores
+    python bench/paper.py                         # the full run: 3 seeds; at 3-5 min a cell, hours on 2 CPU cores
     python bench/paper.py --quick                 # smoke run: 1 seed, small sets (minutes)
     python bench/paper.py --tables 1,4 --seeds 0  # only those tables' cells
     python bench/paper.py --seeds 1 --threads 1   # one seed per process, several in parallel, one --out;
