@@ -38,7 +38,7 @@ def test_world_render_writes_images_masks_and_classes(tmp_path):
     (["world", "render", "--out", "/proc/version/out"], "cannot write to output folder"),
     (["generator", "sample", "builtin:nope"], "unknown built-in generator 'nope'"),
     (["sample", "{tmp}"], "not a workspace"),
-    (["bench", "--tables", "2", "--out", "{tmp}"], "unknown table(s) 2: choose from 1, 3, 4, 6, gap"),
+    (["bench", "--tables", "2", "--out", "{tmp}"], "unknown table(s) 2: choose from 1, 3, 4, 6, gap, sampling"),
     (["bench", "--seeds", "0,x", "--out", "{tmp}"], "comma-separated numbers"),
     (["gan", "train", "--world", "faces", "--style-mixing", "1.5", "--run", "{tmp}"], "style_mixing"),
     (["gan", "train", "--world", "faces", "--patience", "-1", "--run", "{tmp}"], "patience"),

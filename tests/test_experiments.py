@@ -9,8 +9,9 @@ from conftest import TINY_INTERPRETER, brightness_mask, make_tiny_generator
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.experiments import bench_config, run_benchmark, select_subset
-from datasetgan.formats.masks import save_mask
+from datasetgan.formats.masks import load_mask, save_mask
 from datasetgan.pipeline import Pipeline
+from datasetgan.segment.data import read_image
 from datasetgan.workspace import Workspace
 from datasetgan.worlds import parse_classes
 
@@ -50,16 +51,19 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     cfg = bench_config(generator=str(generator), annotations=str(painted.annotations_dir), seeds=[0], steps=2,
                        batch_size=4, n_test=6, sizes=[8, 16], main_size=16, drops=[0.0, 0.25], main_drop=0.25,
                        t6_counts=[2], t6_start=1, t6_size=8, select_pool=4, interpreter=TINY_INTERPRETER,
-                       n_unlabelled=6, n_full=5, self_training={"steps": 2})
+                       n_unlabelled=6, n_full=5, self_training={"steps": 2},
+                       samplings=[{}, {"truncation_cutoff": 4, "noise": "per_sample"}])
     out = tmp_path / "bench"
     first = run_benchmark(cfg, out, device="cpu", painter=brightness_painter, progress=False)
 
-    assert set(first["tables"]) == {"1", "3", "4", "6", "gap"}
+    assert set(first["tables"]) == {"1", "3", "4", "6", "gap", "sampling"}
     keys = {key for table in first["tables"].values() for row in table["rows"] for key in row["cells"]}
     assert keys == set(first["cells"]) == set(first["this_run"]["computed"])
     # Table 1's DatasetGAN cell is Table 4's 25 %, Table 3's 16 and the gap table's (c); random-2 is Table 3's 8;
-    # the gap table adds (a) 5 real and (b) the oracle's labels; the self-trained rows add two
-    assert len(keys) == 11
+    # the gap table adds (a) 5 real and (b) the oracle's labels; the self-trained rows add two; the sampling
+    # table's first row is that DatasetGAN cell again (the annotations' own settings), its second is new
+    assert len(keys) == 12
+    assert first["tables"]["sampling"]["rows"][0]["cells"] == ["seed0/main-n16-drop0.25"]
     assert {"seed0/real-5", "seed0/main-n16-drop0.25-oracle-labels", "seed0/main-n16-drop0.25-self-trained",
             "seed0/real-2-self-trained"} <= keys
     assert first["cells"]["seed0/main-n16-drop0.25-self-trained"]["train_images"] == 12 + 6  # + unlabelled
@@ -70,8 +74,16 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     assert first["cells"]["seed0/main-n16-drop0.25"]["train_images"] == 12
     start, picked = Workspace.open(out / "work" / "seed0" / "active-2").annotated_ids()
     assert start in ("000000", "000001") and int(picked) >= 1_000_000  # picked from the fresh pool
+    # other sampling settings change the annotated images, so the painter labels them again
+    main, resampled = (Workspace.open(out / "work" / "seed0" / name)
+                       for name in ("main", "sampling-psi0.7-cutoff4-noise-per_sample"))
+    assert resampled.config.sampling.truncation_cutoff == 4 and resampled.config.sampling.noise == "per_sample"
+    assert resampled.annotated_ids() == main.annotated_ids()
+    for cid in resampled.annotated_ids():
+        assert (read_image(resampled.candidate_image(cid)) != read_image(main.candidate_image(cid))).any()
+        assert (load_mask(resampled.annotation_path(cid)) == brightness_mask(resampled.candidate_image(cid))).all()
     markdown = (out / "results.md").read_text()
-    assert markdown.count("## Table") == 4 and markdown.count("## Gap") == 1
+    assert markdown.count("## Table") == 4 and markdown.count("## Gap") == 1 and markdown.count("## Sampling") == 1
     assert "Per-seed difference" in markdown and markdown.count("Learning curve") == 2
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}

@@ -12,6 +12,9 @@ Per seed:
   active-k   Table 6's active learning: the first `t6_start` of that order, then
              `Pipeline.select` adds the fresh candidates the current interpreter is least sure
              of and the painter (the world oracle, as for the shipped annotations) labels them.
+  sampling-* the sampling table: every annotated seed rendered under other sampling settings
+             (truncation, its cutoff, noise per sample) and repainted by the painter, since
+             its image changed; the settings the shipped annotations use are `main` itself.
 Every segmenter trains with the demo's recipe (`segment.recipe.RECIPE`: the same steps and batch
 for every set, smaller only for sets smaller than a batch) and is scored on the world's real test
 split, its checkpoint picked by the paper's 5-fold protocol.
@@ -57,7 +60,7 @@ from datasetgan.segment.data import read_image
 from datasetgan.segment.mean_teacher import MeanTeacherConfig
 from datasetgan.segment.recipe import FOLDS, RECIPE, SELF_TRAINING, Scored, self_train_and_score, train_and_score
 from datasetgan.segment.train import SegmenterConfig, evaluate, load_segmenter, predict, save_segmenter
-from datasetgan.workspace import Workspace
+from datasetgan.workspace import SamplingSettings, Workspace
 from datasetgan.worlds import get_world
 from datasetgan.worlds.oracle import (
     annotate_candidates,
@@ -66,7 +69,7 @@ from datasetgan.worlds.oracle import (
     render_split,
 )
 
-TABLES = ("1", "3", "4", "6", "gap")
+TABLES = ("1", "3", "4", "6", "gap", "sampling")
 SEED_STRIDE = 10_000_000  # between the seed ranges of two experiment seeds
 
 Painter = Callable[[Workspace, list[str]], None]  # labels candidates as a person would
@@ -93,6 +96,12 @@ class BenchConfig(BaseModel):
     t6_size: int = Field(1000, ge=1)  # synthetic samples per Table 6 cell
     select_pool: int = Field(200, ge=1)  # fresh candidates ranked per active-learning round
     interpreter: dict = Field(default_factory=dict)  # InterpreterConfig overrides (the seed is set per run)
+    # the sampling table's rows: the shipped annotations' settings, noise drawn per sample, only the
+    # coarse styles (4 and 8 px) truncated, both (as the release samples: noise per sample, 8 of 18
+    # slots truncated), and no truncation
+    samplings: list[SamplingSettings] = Field(default_factory=lambda: [
+        SamplingSettings(), SamplingSettings(noise="per_sample"), SamplingSettings(truncation_cutoff=4),
+        SamplingSettings(truncation_cutoff=4, noise="per_sample"), SamplingSettings(psi=1.0)], min_length=1)
     oracle_resolution: int = 64  # the fully supervised row: the committed oracle at its resolution
 
     @model_validator(mode="after")
@@ -116,7 +125,8 @@ class BenchConfig(BaseModel):
 
 
 QUICK = {"seeds": [0], "steps": 40, "n_test": 200, "sizes": [200, 400], "main_size": 400, "t6_counts": [4, 8],
-         "t6_size": 200, "select_pool": 50, "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2}}
+         "t6_size": 200, "select_pool": 50, "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2},
+         "samplings": [{}, {"truncation_cutoff": 4, "noise": "per_sample"}]}
 
 
 def bench_config(quick: bool = False, **settings) -> BenchConfig:
@@ -187,6 +197,12 @@ def scores_json(scores: SegmentationScores) -> dict:
     """JSON has no NaN: a class absent from truth and prediction has IoU null."""
     return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy,
             "iou": [None if math.isnan(v) else v for v in scores.iou]}
+
+
+def sampling_label(s: SamplingSettings) -> str:
+    slots = "all w slots" if s.truncation_cutoff is None else f"the first {s.truncation_cutoff} w slots"
+    truncation = "no truncation" if s.psi == 1 else f"psi {s.psi:g} on {slots}"
+    return f"{truncation}, {'noise per sample' if s.noise == 'per_sample' else 'constant noise'}"
 
 
 def oracle_painter(world: str, resolution: int, device: torch.device) -> Painter:
@@ -311,6 +327,8 @@ class Experiment:
             return self.annotated(seed, name, self.ids)
         if kind == "random":
             return self.annotated(seed, name, self.pool(seed)[: int(k)])
+        if kind == "sampling":
+            return self.resampled(seed, name)
         return self.active(seed, int(k))
 
     def random_name(self, k: int) -> str:
@@ -328,6 +346,25 @@ class Experiment:
                                      seed=SELECTION_SEED + seed * SEED_STRIDE)
             self.painter(pipeline.workspace, chosen)
         return self.trained(seed, f"active-{k}", build)
+
+    def resampled(self, seed: int, name: str) -> Pipeline:
+        """Every annotated seed rendered under other sampling settings, repainted: its image changed."""
+        def build(root: Path) -> None:
+            masks = [self.annotations / f"{cid}.png" for cid in self.ids]
+            pipeline = Pipeline.from_annotations(root, self.cfg.generator, self.classes, masks, self.device,
+                                                 self.generator, interpreter=self.cfg.interpreter | {"seed": seed},
+                                                 sampling=self.samplings[name].model_dump())
+            self.painter(pipeline.workspace, pipeline.workspace.annotated_ids())
+        return self.trained(seed, name, build)
+
+    @cached_property
+    def samplings(self) -> dict[str, SamplingSettings]:
+        """The sampling table's workspaces by name; the shipped annotations' settings are `main`."""
+        def name(s: SamplingSettings) -> str:
+            if s == SamplingSettings():  # a workspace's default: the main one's
+                return "main"
+            return f"sampling-psi{s.psi:g}-cutoff{s.truncation_cutoff or 'all'}-noise-{s.noise}"
+        return {name(s): s for s in self.cfg.samplings}
 
     # ---- synthetic samples -----------------------------------------------------------
 
@@ -502,9 +539,22 @@ class Experiment:
                 "gain over labelling real images.")
         return Table("gap", "where the points go", rows, note, curves=[rows[0].label, rows[3].label])
 
+    def sampling(self) -> Table:
+        """How the synthetic set is sampled: each row its own repainted annotations and interpreter."""
+        cfg = self.cfg
+        rows = [Row(sampling_label(s) + (" (the shipped annotations' settings)" if name == "main" else ""), "",
+                    [self.synthetic(seed, name, cfg.main_size, cfg.main_drop) for seed in cfg.seeds])
+                for name, s in self.samplings.items()]
+        note = (f"{cfg.main_size} synthetic samples each, {100 * cfg.main_drop:g} % most uncertain dropped. The "
+                f"same {len(self.ids)} annotated seeds in every row; where the settings change their images, the "
+                "world oracle repaints them (it painted the shipped ones). Truncating the first k w slots pulls only "
+                "the coarsest styles towards the mean (StyleGAN2 at 64 px has 10 slots, about 2 per resolution).")
+        return Table("sampling", "how the synthetic samples are drawn", rows, note)
+
     def plan(self, tables: list[str]) -> list[Table]:
         """The requested tables; their cells are queued in self.jobs (shared cells once)."""
-        makers = {"1": self.table1, "3": self.table3, "4": self.table4, "6": self.table6, "gap": self.gap}
+        makers = {"1": self.table1, "3": self.table3, "4": self.table4, "6": self.table6, "gap": self.gap,
+                  "sampling": self.sampling}
         return [makers[t]() for t in tables]
 
     def run(self, tables: list[str]) -> list[Table]:
@@ -556,7 +606,7 @@ def percent(stat: dict) -> str:
 
 
 def table_markdown(name: str, table: dict, class_names: list[str]) -> list[str]:
-    lines = [f"## {'Gap' if name == 'gap' else 'Table ' + name}: {table['title']}", ""]
+    lines = [f"## {'Table ' + name if name.isdigit() else name.capitalize()}: {table['title']}", ""]
     columns = list(dict.fromkeys(r["column"] for r in table["rows"]))
     if columns == [""]:
         lines += ["| training data | mIoU % | pixel accuracy % | " + " | ".join(class_names) + " |",
