@@ -312,12 +312,17 @@ class Experiment:
             self.pipelines[root] = Pipeline(Workspace.open(root), self.device, self.generator)
         return self.pipelines[root]
 
-    def annotated(self, seed: int, name: str, ids: list[str]) -> Pipeline:
-        """A workspace holding the given annotations (and their candidates)."""
+    def annotated(self, seed: int, name: str, ids: list[str], sampling: SamplingSettings | None = None) -> Pipeline:
+        """A workspace holding the given annotations (and their candidates); under other `sampling`
+        settings their images change, so the painter labels them again."""
         def build(root: Path) -> None:
             masks = [self.annotations / f"{cid}.png" for cid in ids]
-            Pipeline.from_annotations(root, self.cfg.generator, self.classes, masks, self.device, self.generator,
-                                      interpreter=self.cfg.interpreter | {"seed": seed})
+            settings = {} if sampling is None else {"sampling": sampling.model_dump()}
+            pipeline = Pipeline.from_annotations(root, self.cfg.generator, self.classes, masks, self.device,
+                                                 self.generator, interpreter=self.cfg.interpreter | {"seed": seed},
+                                                 **settings)
+            if sampling is not None:
+                self.painter(pipeline.workspace, pipeline.workspace.annotated_ids())
         return self.trained(seed, name, build)
 
     def workspace(self, seed: int, name: str) -> Pipeline:
@@ -328,7 +333,7 @@ class Experiment:
         if kind == "random":
             return self.annotated(seed, name, self.pool(seed)[: int(k)])
         if kind == "sampling":
-            return self.resampled(seed, name)
+            return self.annotated(seed, name, self.ids, self.samplings[name])
         return self.active(seed, int(k))
 
     def random_name(self, k: int) -> str:
@@ -346,16 +351,6 @@ class Experiment:
                                      seed=SELECTION_SEED + seed * SEED_STRIDE)
             self.painter(pipeline.workspace, chosen)
         return self.trained(seed, f"active-{k}", build)
-
-    def resampled(self, seed: int, name: str) -> Pipeline:
-        """Every annotated seed rendered under other sampling settings, repainted: its image changed."""
-        def build(root: Path) -> None:
-            masks = [self.annotations / f"{cid}.png" for cid in self.ids]
-            pipeline = Pipeline.from_annotations(root, self.cfg.generator, self.classes, masks, self.device,
-                                                 self.generator, interpreter=self.cfg.interpreter | {"seed": seed},
-                                                 sampling=self.samplings[name].model_dump())
-            self.painter(pipeline.workspace, pipeline.workspace.annotated_ids())
-        return self.trained(seed, name, build)
 
     @cached_property
     def samplings(self) -> dict[str, SamplingSettings]:
