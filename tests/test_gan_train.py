@@ -4,6 +4,7 @@ is exactly the run it continues."""
 import json
 import math
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.gan.augment import check_policy, diff_augment
+from datasetgan.gan.data import Prefetched
 from datasetgan.gan.run import run_config, score_snapshots, train_run
 from datasetgan.gan.train import (GANConfig, Trainer, read_checkpoint_config, read_log, since_best, stop_reason,
                                   train, weights_only)
@@ -326,3 +328,40 @@ def test_weights_only_refuses_a_file_that_is_no_checkpoint(tmp_path):
     with pytest.raises(DatasetGANError, match="not a GAN training checkpoint"):
         weights_only(tmp_path / "x.safetensors", tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_batches_rendered_ahead_by_workers_are_the_sources_and_train_the_same_run(tmp_path):
+    with Prefetched(Blobs(), 8, range(2, 7), workers=2) as prefetched:
+        for step in range(2, 7):
+            assert torch.equal(prefetched.batch(step, 8), Blobs().batch(step, 8))
+    with pytest.raises(RuntimeError, match="step order"), Prefetched(Blobs(), 8, range(2, 7), workers=1) as prefetched:
+        prefetched.batch(3, 8)
+    ahead = train(tiny(), Blobs(), tmp_path / "a", CPU, loader_workers=2)
+    unaided = train(tiny(), Blobs(), tmp_path / "b", CPU)
+    for module in ("G", "D", "G_ema"):
+        for a, b in zip(weights(getattr(ahead, module)), weights(getattr(unaided, module))):
+            assert torch.equal(a, b), module
+
+
+class Interrupting(Blobs):
+    """Sends this process SIGINT (as Ctrl-C does) while rendering the batch of one step."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        if step == self.at_step:
+            signal.raise_signal(signal.SIGINT)
+        return super().batch(step, batch_size)
+
+
+def test_ctrl_c_ends_the_step_saves_and_the_resumed_run_is_the_uninterrupted_one(tmp_path):
+    stopped = train(tiny(total_kimg=0.056), Interrupting(at_step=2), tmp_path / "a", CPU)
+    assert stopped.step_index == 3  # the step under way finished, no further one began
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C behaves as before again
+    resumed = train(tiny(total_kimg=0.056), Blobs(), tmp_path / "a", CPU, resume=True)
+    reference = train(tiny(total_kimg=0.056), Blobs(), tmp_path / "b", CPU)
+    assert resumed.step_index == reference.step_index == 7
+    for module in ("G", "D", "G_ema"):
+        for a, b in zip(weights(getattr(resumed, module)), weights(getattr(reference, module))):
+            assert torch.equal(a, b), module

@@ -204,9 +204,11 @@ def gan_train(
     d_warmup_kimg: float = typer.Option(0.0, help="Train D alone for this many kimg first (useful with a warm start)."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+    loader_workers: int = typer.Option(
+        0, min=0, help="Processes that render real batches ahead (on a GPU: several; the run is the same)."),
     device: str = DeviceOption,
 ) -> None:
-    """Train a StyleGAN2 (checkpoints every few minutes; --resume continues)."""
+    """Train a StyleGAN2 (checkpoints every few minutes and on Ctrl-C; --resume continues)."""
     from datasetgan.gan.run import run_config, train_run
 
     if threads:
@@ -219,7 +221,7 @@ def gan_train(
         init_generator=init_generator, d_warmup_kimg=d_warmup_kimg, patience=patience, patience_kimg=patience_kimg,
         fd_window=fd_window, min_improvement=min_improvement, lr_decay_kimg=lr_decay_kimg,
         lr_half_life_kimg=lr_half_life_kimg, ema_kimg=ema_kimg)
-    train_run(cfg, run, dev, resume, oracle=oracle, announce=typer.echo)
+    train_run(cfg, run, dev, resume, oracle=oracle, announce=typer.echo, loader_workers=loader_workers)
 
 
 @gan_app.command("fd")

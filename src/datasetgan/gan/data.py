@@ -4,15 +4,24 @@ Each source returns the batch of a given step from the step number alone, so a r
 run sees exactly the images an uninterrupted run would have seen.
 """
 
+import signal
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.dataset import IMAGE_SUFFIXES
 from datasetgan.worlds import get_world
+
+
+class ImageSource(Protocol):
+    description: str
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor: ...
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -68,3 +77,47 @@ def open_source(source: str, resolution: int, seed: int) -> WorldImages | Folder
     """A run config's source, "world:NAME" or "images:DIR"."""
     kind, _, name = source.partition(":")
     return WorldImages(name, resolution) if kind == "world" else FolderImages(name, resolution, seed)
+
+
+class _StepBatches(Dataset):
+    """Item k is the whole batch of step k."""
+
+    def __init__(self, source: ImageSource, batch_size: int):
+        self.source, self.batch_size = source, batch_size
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        return self.source.batch(step, self.batch_size)
+
+
+def _leave_signals_to_the_trainer(_: int) -> None:
+    # Ctrl-C reaches the whole process group: the trainer finishes its step and saves, so a
+    # worker must not die of it first
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+
+
+class Prefetched:
+    """A source whose batches `workers` processes render ahead, in step order.
+
+    Each worker renders whole steps with `source.batch`, so the batches, and the run, are the
+    ones the source gives unaided. For a GPU, which would otherwise wait on a world's CPU renderer.
+    """
+
+    def __init__(self, source: ImageSource, batch_size: int, steps: range, workers: int):
+        self.description, self._expected = source.description, steps.start
+        self._batches = iter(DataLoader(_StepBatches(source, batch_size), batch_size=None, sampler=steps,
+                                        num_workers=workers, prefetch_factor=4,
+                                        worker_init_fn=_leave_signals_to_the_trainer))
+
+    def __enter__(self) -> "Prefetched":
+        return self
+
+    def __exit__(self, *_) -> None:
+        del self._batches  # shuts the workers down now: left to the interpreter's exit, they can hang it
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        if step != self._expected:
+            raise RuntimeError(f"prefetched batches come in step order: asked for step {step}, "
+                               f"rendered {self._expected} next")
+        self._expected += 1
+        return next(self._batches)

@@ -61,14 +61,15 @@ def world_quality(cfg: GANConfig, device: torch.device) -> WorldFD | None:
 
 
 def train_run(cfg: GANConfig, run_dir: Path, device: torch.device, resume: bool, oracle: bool = True,
-              announce: Callable[[str], None] | None = None) -> Trainer:
-    """Train (or resume) the run in `run_dir` on its config's source, scored at snapshots if `oracle`;
-    `announce` hears what it trains on before the first step."""
+              announce: Callable[[str], None] | None = None, loader_workers: int = 0) -> Trainer:
+    """Train (or resume) the run in `run_dir` on its config's source, scored at snapshots if `oracle`,
+    with `loader_workers` processes rendering real batches ahead; `announce` hears what it trains on
+    before the first step."""
     source = open_source(cfg.source, cfg.resolution, cfg.seed)
     evaluate = world_quality(cfg, device) if oracle else None
     if announce is not None:
         announce(f"training on {source.description}, run folder {run_dir}")
-    return train(cfg, source, run_dir, device, resume=resume, evaluate=evaluate)
+    return train(cfg, source, run_dir, device, resume=resume, evaluate=evaluate, loader_workers=loader_workers)
 
 
 def score_snapshots(run_dir: Path, world: str, n: int, every: int, device: torch.device) -> Iterator[dict]:

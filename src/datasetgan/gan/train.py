@@ -13,13 +13,16 @@ A run whose state is gone can begin again from its generator (`init_generator`):
 afresh, and may learn alone for the first `d_warmup_kimg`.
 """
 
+import contextlib
 import copy
 import json
 import math
+import signal
 import statistics
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +35,7 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import save_tensors
 from datasetgan.formats.masks import save_image
 from datasetgan.gan.augment import check_policy, diff_augment
+from datasetgan.gan.data import ImageSource, Prefetched
 from datasetgan.gan.discriminator import Discriminator
 from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.checkpoint import save_generator
@@ -87,12 +91,6 @@ class GANConfig(BaseModel):
                 raise ValueError(f"{option} {base} leaves no channel at {self.resolution} px: "
                                  f"give at least the resolution, {self.resolution}")
         return self
-
-
-class ImageSource(Protocol):
-    description: str
-
-    def batch(self, step: int, batch_size: int) -> torch.Tensor: ...
 
 
 def build_generator(cfg: GANConfig) -> StyleGAN2Generator:
@@ -333,13 +331,32 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event that SIGINT (Ctrl-C) and SIGTERM (a scheduler's time limit) set instead of killing:
+    the loop then ends its step and saves, and the run resumes exactly where it stopped. Signal
+    handlers belong to the main thread: elsewhere the event is never set."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {number: signal.signal(number, lambda *_: requested.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torch.device, resume: bool = False,
-          evaluate: Callable[[StyleGAN2Generator], dict[str, object]] | None = None) -> Trainer:
-    """Train until cfg.total_kimg, checkpointing every few minutes and at every snapshot.
+          evaluate: Callable[[StyleGAN2Generator], dict[str, object]] | None = None, loader_workers: int = 0) -> Trainer:
+    """Train until cfg.total_kimg, checkpointing every few minutes, at every snapshot and when
+    stopped by SIGINT or SIGTERM.
 
     `evaluate(G_ema)` (e.g. world-FD) runs at every snapshot and its numbers go to the log;
     with `cfg.patience` or `cfg.patience_kimg`, training stops once world-FD has not improved
-    for that many snapshots or kimg (`stop_reason`).
+    for that many snapshots or kimg (`stop_reason`). `loader_workers` processes render the
+    real batches ahead (`Prefetched`): the same batches, for a GPU that outpaces the renderer.
     """
     run_dir = Path(run_dir)
     for sub in ("snapshots", "samples"):
@@ -358,6 +375,16 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
 
         trainer.start_from(load_network_ref(cfg.init_generator))
     steps_total = math.ceil(cfg.total_kimg * 1000 / cfg.batch_size)
+    ahead = (Prefetched(source, cfg.batch_size, range(trainer.step_index, steps_total), loader_workers)
+             if loader_workers else contextlib.nullcontext(source))
+    with stop_requests() as stop, ahead as trainer.source:
+        _loop(trainer, steps_total, run_dir, evaluate, stop)
+    return trainer
+
+
+def _loop(trainer: Trainer, steps_total: int, run_dir: Path, evaluate: Callable | None, stop: threading.Event) -> None:
+    cfg, device = trainer.cfg, trainer.device
+    checkpoint, log = run_dir / CHECKPOINT, run_dir / "log.jsonl"
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
     scored = [(record["kimg"], record["world_fd"]) for record in read_log(log) if "world_fd" in record]
     last_save = time.monotonic()
@@ -383,9 +410,12 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
             with open(log, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             scored += [(record["kimg"], record["world_fd"])] if "world_fd" in record else []
-        if at_snapshot or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+        if at_snapshot or stop.is_set() or time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             trainer.save(checkpoint)
             last_save = time.monotonic()
+        if stop.is_set():
+            bar.write(f"stopped by a signal at {trainer.kimg:.3f} kimg, checkpoint saved: --resume continues")
+            break
         reason = stop_reason(cfg, scored) if at_snapshot else None
         if reason:
             best_kimg, best_fd = min(scored, key=lambda item: item[1])
@@ -393,4 +423,3 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
                       f"of {best_kimg:.0f} kimg")
             break
     bar.close()
-    return trainer
