@@ -51,7 +51,7 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     cfg = bench_config(generator=str(generator), annotations=str(painted.annotations_dir), seeds=[0], steps=2,
                        batch_size=4, n_test=6, sizes=[8, 16], main_size=16, drops=[0.0, 0.25], main_drop=0.25,
                        t6_counts=[2], t6_start=1, t6_size=8, select_pool=4, interpreter=TINY_INTERPRETER,
-                       n_unlabelled=6, n_full=5, self_training={"steps": 2},
+                       n_unlabelled=6, n_full=5, n_full_steps=4, self_training={"steps": 2},
                        samplings=[{}, {"truncation_cutoff": 4, "noise": "per_sample"}])
     out = tmp_path / "bench"
     first = run_benchmark(cfg, out, device="cpu", painter=brightness_painter, progress=False)
@@ -60,15 +60,18 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     keys = {key for table in first["tables"].values() for row in table["rows"] for key in row["cells"]}
     assert keys == set(first["cells"]) == set(first["this_run"]["computed"])
     # Table 1's DatasetGAN cell is Table 4's 25 %, Table 3's 16 and the gap table's (c); random-2 is Table 3's 8;
-    # the gap table adds (a) 5 real and (b) the oracle's labels; the self-trained rows add two; the sampling
-    # table's first row is that DatasetGAN cell again (the annotations' own settings), its second is new
-    assert len(keys) == 12
+    # the gap table adds (a) 5 real, the same trained longer and (b) the oracle's labels; Table 1's self-trained
+    # rows add two and its augmented row one; the sampling table's first row is that DatasetGAN cell again (the
+    # annotations' own settings), its second is new
+    assert len(keys) == 14
     assert first["tables"]["sampling"]["rows"][0]["cells"] == ["seed0/main-n16-drop0.25"]
-    assert {"seed0/real-5", "seed0/main-n16-drop0.25-oracle-labels", "seed0/main-n16-drop0.25-self-trained",
+    assert {"seed0/real-5", "seed0/real-5-steps4", "seed0/main-n16-drop0.25-transfer-augment",
+            "seed0/main-n16-drop0.25-oracle-labels", "seed0/main-n16-drop0.25-self-trained",
             "seed0/real-2-self-trained"} <= keys
     assert first["cells"]["seed0/main-n16-drop0.25-self-trained"]["train_images"] == 12 + 6  # + unlabelled
     assert (out / "models" / "seed0" / "main-n16-drop0.25.safetensors").is_file()  # the teacher
-    assert all(len(cell["curve"]) == 2 for key, cell in first["cells"].items() if key != "oracle")
+    assert all(len(cell["curve"]) == (4 if key == "seed0/real-5-steps4" else 2)  # checkpoints 1 step apart
+               for key, cell in first["cells"].items() if key != "oracle")
     for cell in first["cells"].values():
         assert math.isfinite(cell["miou"]) and math.isfinite(cell["pixel_accuracy"])
     assert first["cells"]["seed0/main-n16-drop0.25"]["train_images"] == 12
@@ -84,7 +87,7 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
         assert (load_mask(resampled.annotation_path(cid)) == brightness_mask(resampled.candidate_image(cid))).all()
     markdown = (out / "results.md").read_text()
     assert markdown.count("## Table") == 4 and markdown.count("## Gap") == 1 and markdown.count("## Sampling") == 1
-    assert "Per-seed difference" in markdown and markdown.count("Learning curve") == 2
+    assert "Per-seed difference" in markdown and markdown.count("Learning curve") == 3
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}
     second = run_benchmark(cfg, out, tables=[1, 4], device="cpu", painter=brightness_painter, progress=False)
@@ -99,8 +102,8 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     other_seed = run_benchmark(bench_config(**(cfg.model_dump() | {"seeds": [1]})), out, tables=[1], device="cpu",
                                painter=brightness_painter, progress=False)
     assert sorted(other_seed["this_run"]["computed"]) == [  # seed 0's cells and the oracle reused
-        "seed1/annotated-gan", "seed1/main-n16-drop0.25", "seed1/main-n16-drop0.25-self-trained", "seed1/real-2",
-        "seed1/real-2-self-trained"]
+        "seed1/annotated-gan", "seed1/main-n16-drop0.25", "seed1/main-n16-drop0.25-self-trained",
+        "seed1/main-n16-drop0.25-transfer-augment", "seed1/real-2", "seed1/real-2-self-trained"]
 
 
 def test_bad_settings_and_annotation_names_are_explained(tmp_path: Path):
