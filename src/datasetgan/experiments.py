@@ -125,8 +125,8 @@ class BenchConfig(BaseModel):
         return math.gcd(*self.sizes, self.main_size, self.t6_size)
 
 
-QUICK = {"seeds": [0], "steps": 40, "n_full_steps": 80, "n_test": 200, "sizes": [200, 400], "main_size": 400, "t6_counts": [4, 8],
-         "t6_size": 200, "select_pool": 50, "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2},
+QUICK = {"seeds": [0], "steps": 40, "n_full_steps": 80, "n_test": 200, "sizes": [200, 400], "main_size": 400,
+         "t6_counts": [4, 8], "t6_size": 200, "select_pool": 50, "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2},
          "samplings": [{}, {"truncation_cutoff": 4, "noise": "per_sample"}]}
 
 
@@ -451,7 +451,9 @@ class Experiment:
         `steps` (checkpoints as far apart as the recipe's)."""
         k, recipe = len(self.ids) if k is None else k, self.cfg.segmenter
         key = f"seed{seed}/real-{k}" + (f"-steps{steps}" if steps else "")
-        changes = {"steps": steps, "checkpoints": max(1, round(recipe.checkpoints * steps / recipe.steps))} if steps else {}
+        changes = {}
+        if steps:
+            changes = {"steps": steps, "checkpoints": max(1, round(recipe.checkpoints * steps / recipe.steps))}
         return self.cell(key, lambda: self.score(*render_split(self.cfg.world, "real_train", k, self.resolution),
                                                  seed, key if teacher else None, **changes))
 

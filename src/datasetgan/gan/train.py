@@ -349,7 +349,8 @@ def stop_requests() -> Iterator[threading.Event]:
 
 
 def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torch.device, resume: bool = False,
-          evaluate: Callable[[StyleGAN2Generator], dict[str, object]] | None = None, loader_workers: int = 0) -> Trainer:
+          evaluate: Callable[[StyleGAN2Generator], dict[str, object]] | None = None,
+          loader_workers: int = 0) -> Trainer:
     """Train until cfg.total_kimg, checkpointing every few minutes, at every snapshot and when
     stopped by SIGINT or SIGTERM.
 
