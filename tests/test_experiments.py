@@ -98,6 +98,14 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     with pytest.raises(DatasetGANError, match="other settings"):
         run_benchmark(bench_config(**(cfg.model_dump() | {"steps": 3})), out, device="cpu",
                       painter=brightness_painter, progress=False)
+    # the interpreter's settings count as resolved: its default given explicitly reads the same cells back
+    def interpreter(**update):
+        return bench_config(**(cfg.model_dump() | {"interpreter": cfg.interpreter | update}))
+    explicit_default = run_benchmark(interpreter(min_steps=0), out, tables=[1], device="cpu",
+                                     painter=brightness_painter, progress=False)
+    assert explicit_default["this_run"]["computed"] == []
+    with pytest.raises(DatasetGANError, match="other settings"):
+        run_benchmark(interpreter(min_steps=5), out, device="cpu", painter=brightness_painter, progress=False)
 
     other_seed = run_benchmark(bench_config(**(cfg.model_dump() | {"seeds": [1]})), out, tables=[1], device="cpu",
                                painter=brightness_painter, progress=False)

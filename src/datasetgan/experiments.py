@@ -53,6 +53,7 @@ from datasetgan.fileio import atomic_write, write_json
 from datasetgan.formats.dataset import read_manifest
 from datasetgan.formats.masks import load_mask
 from datasetgan.generators.registry import builtin_path, load_generator
+from datasetgan.interpreter import InterpreterConfig
 from datasetgan.pipeline import SELECTION_SEED, Pipeline
 from datasetgan.progress import progress_bar
 from datasetgan.metrics import SegmentationScores
@@ -274,8 +275,11 @@ class Experiment:
         files = [generator_file(self.cfg.generator), *([oracle] if oracle.is_file() else []),
                  *(self.annotations / f"{cid}.png" for cid in self.ids)]
         path = self.out / "protocol.json"
-        # seeds are left out: cells are per seed, so runs of other seeds may share the folder (in parallel too)
-        protocol = self.cfg.model_dump(mode="json", exclude={"seeds"}) | {"inputs": fingerprint(files)}
+        # seeds are left out: cells are per seed, so runs of other seeds may share the folder (in parallel too);
+        # the interpreter's settings are recorded resolved, so that a changed default does not read old cells back
+        interpreter = InterpreterConfig(**{"num_classes": len(self.classes)} | self.cfg.interpreter)
+        protocol = self.cfg.model_dump(mode="json", exclude={"seeds"}) | {
+            "interpreter": interpreter.model_dump(mode="json", exclude={"seed"}), "inputs": fingerprint(files)}
         if path.is_file() and json.loads(path.read_text()) != protocol:
             old = json.loads(path.read_text())
             diff = {k: (old.get(k), v) for k, v in protocol.items() if old.get(k) != v}
