@@ -340,7 +340,8 @@ def stop_requests() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
-    previous = {number: signal.signal(number, lambda *_: requested.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, lambda *_: requested.set())
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield requested
     finally:
@@ -380,10 +381,13 @@ def train(cfg: GANConfig, source: ImageSource, run_dir: str | Path, device: torc
              if loader_workers else contextlib.nullcontext(source))
     with stop_requests() as stop, ahead as trainer.source:
         _loop(trainer, steps_total, run_dir, evaluate, stop)
+    trainer.source = source  # the read-ahead workers are gone
     return trainer
 
 
-def _loop(trainer: Trainer, steps_total: int, run_dir: Path, evaluate: Callable | None, stop: threading.Event) -> None:
+def _loop(trainer: Trainer, steps_total: int, run_dir: Path, evaluate: Callable | None,
+          stop: threading.Event) -> None:
+    """Steps, snapshots and checkpoints until the last step, a stopping rule or a stop request."""
     cfg, device = trainer.cfg, trainer.device
     checkpoint, log = run_dir / CHECKPOINT, run_dir / "log.jsonl"
     steps_per_snapshot = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch_size))
