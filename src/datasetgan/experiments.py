@@ -127,7 +127,8 @@ class BenchConfig(BaseModel):
 
 
 QUICK = {"seeds": [0], "steps": 40, "n_full_steps": 80, "n_test": 200, "sizes": [200, 400], "main_size": 400,
-         "t6_counts": [4, 8], "t6_size": 200, "select_pool": 50, "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2},
+         "t6_counts": [4, 8], "t6_size": 200, "select_pool": 50,
+         "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2},
          "samplings": [{}, {"truncation_cutoff": 4, "noise": "per_sample"}]}
 
 
