@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from datasetgan.gan.quality import NEIGHBOURS, read
-from datasetgan.metrics import scores_from_confusion
+from datasetgan.metrics import confusion_matrix, scores_from_confusion
 from datasetgan.segment.data import read_image
-from datasetgan.segment.evaluate import per_image_confusion
 from datasetgan.segment.models import normalize
 from datasetgan.workspace import Workspace
 from datasetgan.worlds import get_world
@@ -43,14 +42,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    world = get_world("faces")
+    num_classes = len(get_world("faces").classes)
     oracle = load_oracle("faces", 64, device)
-    reference = read(oracle, render_split("faces", "real_train", args.n, 64)[0], device, len(world.classes))
+    reference = read(oracle, render_split("faces", "real_train", args.n, 64)[0], device, num_classes).embeddings
     images, masks = render_split("faces", "real_test", args.n, 64)
-    unusual = distance_to_reference(read(oracle, images, device, len(world.classes)).embeddings, reference.embeddings)
-    iou = np.array([scores_from_confusion(c).miou  # over the classes in the image's truth or prediction
-                    for c in per_image_confusion(oracle, images, masks, len(world.classes), device)])
-    confidence = top_probability(oracle, images)
+    unusual = distance_to_reference(read(oracle, images, device, num_classes).embeddings, reference)
+    painted, confidence = paint(oracle, images)
+    iou = np.array([scores_from_confusion(confusion_matrix(p, t, num_classes)).miou  # classes in truth or guess
+                    for p, t in zip(painted, masks)])
     for name, value in (("unusualness", unusual), ("the oracle's confidence", confidence)):
         print(f"Spearman correlation of {name} and the oracle's per-image mIoU: {spearman(value, iou):+.2f}")
     print(f"({args.n} real test images)")
@@ -64,10 +63,9 @@ def main() -> None:
         workspace = Workspace.open(args.bench / "work" / f"seed{args.seed}" / name)
         ids = workspace.annotated_ids()
         picked = torch.from_numpy(np.stack([read_image(workspace.candidate_image(c)) for c in ids])).permute(0, 3, 1, 2)
-        distance = distance_to_reference(read(oracle, picked, device, len(world.classes)).embeddings,
-                                         reference.embeddings)
+        distance = distance_to_reference(read(oracle, picked, device, num_classes).embeddings, reference)
         print(f"| {name} | {len(ids)} | {np.median(distance):.2f} | {(distance > edges[-2]).mean():.2f} | "
-              f"{top_probability(oracle, picked).mean():.3f} |")
+              f"{paint(oracle, picked)[1].mean():.3f} |")
 
 
 def quintile_table(name: str, value: np.ndarray, iou: np.ndarray, confidence: np.ndarray) -> np.ndarray:
@@ -88,11 +86,15 @@ def distance_to_reference(points: torch.Tensor, reference: torch.Tensor) -> np.n
 
 
 @torch.no_grad()
-def top_probability(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 100) -> np.ndarray:
-    """The oracle's mean top softmax probability per image: how sure it is of its painting."""
+def paint(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 100) -> tuple[torch.Tensor, np.ndarray]:
+    """The oracle's masks, and its mean top softmax probability per image: how sure it is of them."""
     model.eval()
-    return torch.cat([model(normalize(images[i : i + batch_size])).softmax(1).amax(1).mean(dim=(1, 2))
-                      for i in range(0, len(images), batch_size)]).numpy()
+    masks, confidence = [], []
+    for i in range(0, len(images), batch_size):
+        top = model(normalize(images[i : i + batch_size])).softmax(1).max(1)
+        masks.append(top.indices.to(torch.uint8))
+        confidence.append(top.values.mean(dim=(1, 2)))
+    return torch.cat(masks), torch.cat(confidence).numpy()
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
