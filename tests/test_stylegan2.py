@@ -182,12 +182,6 @@ def test_synthesize_is_deterministic_with_documented_pyramid():
                                                                   "b16.conv1"]
 
 
-def test_conditional_latents_are_refused_for_now():
-    generator = StyleGAN2(tiny_network(), device="cpu")
-    with pytest.raises(DatasetGANError, match="conditional"):
-        generator.ws_from_seeds([1], class_ids=[0])
-
-
 def test_seeds_follow_nvidia_convention():
     generator = StyleGAN2(tiny_network(), device="cpu")
     z = generator.zs_from_seeds([42])

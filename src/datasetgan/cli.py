@@ -29,6 +29,8 @@ app.add_typer(segment_app, name="segment")
 DeviceOption = typer.Option("auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N].")
 TruncationCutoffOption = typer.Option(None, help="Truncate only the first N w slots (the coarse styles; the "
                                                  "paper's release: 8 of 18); default: all.")
+ConditionOption = typer.Option(None, help="For a class-conditional generator: the class K to draw (0-based; "
+                                          "`generator info` gives the count). Not a segmentation class.")
 NoiseOption = typer.Option("const", help="const: the generator's stored noise for every sample; per_sample: noise "
                                          "drawn from each sample's seed, as the paper's release samples.")
 
@@ -46,17 +48,17 @@ def sampling_settings(psi: float, truncation_cutoff: int | None, noise: str) -> 
         raise DatasetGANError(f"invalid sampling option: {summarize(exc)}") from exc
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-15' or '1,4,7-9' -> a list of seeds."""
+def parse_seeds(text: str, what: str = "seeds") -> list[int]:
+    """'0-15' or '1,4,7-9' -> a list of seeds (or of classes: `what` names the option)."""
     seeds: list[int] = []
     try:
         for part in filter(None, text.split(",")):
             low, _, high = part.partition("-")
             seeds.extend(range(int(low), int(high) + 1) if high else [int(low)])
     except ValueError as exc:
-        raise DatasetGANError(f"cannot read seeds {text!r}: use a list like 0-15 or 1,4,7-9") from exc
+        raise DatasetGANError(f"cannot read {what} {text!r}: use a list like 0-15 or 1,4,7-9") from exc
     if not seeds:
-        raise DatasetGANError(f"no seeds in {text!r}: use a list like 0-15 or 1,4,7-9")
+        raise DatasetGANError(f"no {what} in {text!r}: use a list like 0-15 or 1,4,7-9")
     return seeds
 
 
@@ -302,6 +304,7 @@ def sample(
     n: int = typer.Option(20, "-n", help="Number of candidates."),
     seed: int = typer.Option(0, help="First seed; candidates use seed, seed+1, ..."),
     seeds: str = typer.Option(None, help="Or any seeds instead of -n and --seed, e.g. 3,17,40-45."),
+    condition: int = ConditionOption,
     device: str = DeviceOption,
 ) -> None:
     """Sample candidates to annotate (image + seed + w latent stored together)."""
@@ -311,7 +314,7 @@ def sample(
         raise DatasetGANError(f"-n must be at least 1 (got {n})")
     chosen = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
     pipeline = Pipeline.open(directory, device)
-    added = pipeline.sample(chosen)
+    added = pipeline.sample(chosen, condition)
     typer.echo(f"{len(added)} new candidates in {pipeline.workspace.candidates_dir} "
                f"({len(chosen) - len(added)} already there)")
 
@@ -362,6 +365,8 @@ def generate(
                                               "candidates)."),
     shard: str = typer.Option("0/1", help="i/k: generate only the i-th of k contiguous parts; `merge` joins them."),
     batch_size: int = typer.Option(8),
+    condition: str = typer.Option(None, help="A conditional generator's classes to draw, e.g. 0,2,5 or 0-9: seed s "
+                                             "gets the (s mod count)-th."),
     device: str = DeviceOption,
 ) -> None:
     """Generate a labelled synthetic dataset (resumable: re-run the same command after a crash)."""
@@ -370,7 +375,9 @@ def generate(
     from datasetgan.pipeline import Pipeline
 
     first = FIRST_SEED if first_seed is None else first_seed
-    folder = Pipeline.open(directory, device).generate(name, n, first, drop_uncertain, parse_shard(shard), batch_size)
+    conditions = None if condition is None else parse_seeds(condition, "--condition")
+    folder = Pipeline.open(directory, device).generate(name, n, first, drop_uncertain, parse_shard(shard), batch_size,
+                                                       conditions=conditions)
     if (folder / MANIFEST).exists():
         kept = len(read_manifest(folder))
         typer.echo(f"{folder}: {n} samples, {kept} kept, {n - kept} most uncertain dropped")
@@ -422,12 +429,13 @@ def select(
     n: int = typer.Option(4, "-n", help="How many candidates to add."),
     pool: int = typer.Option(200, help="Fresh samples to rank."),
     seed: int = typer.Option(None, help="First seed of the pool (default 1000000: away from sampled candidates)."),
+    condition: int = ConditionOption,
     device: str = DeviceOption,
 ) -> None:
     """Active learning: add the fresh samples the interpreter is least sure of."""
     from datasetgan.pipeline import SELECTION_SEED, Pipeline
 
-    chosen = Pipeline.open(directory, device).select(n, pool, SELECTION_SEED if seed is None else seed)
+    chosen = Pipeline.open(directory, device).select(n, pool, SELECTION_SEED if seed is None else seed, condition)
     typer.echo(f"added the {len(chosen)} most uncertain of {pool} samples: {', '.join(chosen)}")
 
 

@@ -26,7 +26,7 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import atomic_write, remove_orphaned_temporaries, save_tensors
 from datasetgan.formats.dataset import read_records, sample_name, write_classes, write_manifest, write_records
 from datasetgan.formats.masks import save_image, save_mask
-from datasetgan.generators.base import Generator
+from datasetgan.generators.base import Generator, class_labels
 from datasetgan.interpreter import Labels, StyleInterpreter
 from datasetgan.progress import progress_bar
 from datasetgan.uncertainty import rank_uncertain
@@ -48,10 +48,15 @@ class GenerationSettings(BaseModel):
     noise: NoiseMode = "const"
     drop_uncertain: float = 0.1
     uncertainty_scale: float  # uncertainty PNGs hold round(255 * MI / scale); scale = ln(min(members, C))
+    conditions: list[int] | None = None  # a conditional generator's classes: seed s draws conditions[s % len]
 
     def batches(self) -> list[range]:
         seeds = range(self.first_seed, self.first_seed + self.n)
         return [seeds[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+
+    def class_ids(self, seeds: Sequence[int]) -> list[int] | None:
+        """The class of each seed: fixed by the seed alone, so shards and resumes agree."""
+        return None if not self.conditions else [self.conditions[s % len(self.conditions)] for s in seeds]
 
 
 def batch_name(batch: range) -> str:
@@ -100,6 +105,8 @@ def write_batch(folder: Path, batch: range, images: torch.Tensor, ws: torch.Tens
     save_tensors(latents, tensors)
     records = [{"name": name, "seed": seed, "w": f"latents/{latents.name}", "w_index": i,
                 "score": float(labels.scores[i])} for i, (name, seed) in enumerate(zip(names, batch))]
+    for record, condition in zip(records, settings.class_ids(batch) or []):
+        record["condition"] = condition
     write_records(folder / "parts" / f"{batch_name(batch)}.jsonl", records)
 
 
@@ -118,8 +125,9 @@ def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tens
 
 def generate(workspace: Workspace, generator: Generator, interpreter: StyleInterpreter, name: str, n: int,
              first_seed: int = FIRST_SEED, drop_uncertain: float = 0.1, shard: tuple[int, int] = (0, 1),
-             batch_size: int = 8, progress: bool = True) -> Path:
-    """Generate (or resume) dataset `name`; finalises the manifest when all batches are done."""
+             batch_size: int = 8, progress: bool = True, conditions: Sequence[int] | None = None) -> Path:
+    """Generate (or resume) dataset `name`; finalises the manifest when all batches are done.
+    `conditions`: the classes a conditional generator draws (see `GenerationSettings.class_ids`)."""
     if n < 1:
         raise DatasetGANError(f"-n must be at least 1 (got {n})")
     if not 0 <= drop_uncertain < 1:
@@ -129,15 +137,16 @@ def generate(workspace: Workspace, generator: Generator, interpreter: StyleInter
     settings = GenerationSettings(generator=workspace.config.generator, first_seed=first_seed, n=n,
                                   batch_size=batch_size, psi=sampling.psi,
                                   truncation_cutoff=sampling.truncation_cutoff, noise=sampling.noise,
-                                  drop_uncertain=drop_uncertain,
-                                  uncertainty_scale=max(scale, 1e-6))
+                                  drop_uncertain=drop_uncertain, uncertainty_scale=max(scale, 1e-6),
+                                  conditions=list(conditions) if conditions else None)
+    class_labels(settings.conditions, len(settings.conditions or ()), generator.c_dim)  # before anything is written
     folder = workspace.datasets_dir / name
     prepare_dataset(folder, settings, workspace)
     colors = [c.color for c in workspace.label_classes]
     todo = [b for b in shard_batches(settings.batches(), shard)
             if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
     for batch in progress_bar(todo, show=progress, desc=f"generating {name}", unit="batch"):
-        ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff)
+        ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff, settings.class_ids(batch))
         images, labels = label_ws(generator, interpreter, ws, sampling.noise_ids(batch))
         write_batch(folder, batch, images, ws, labels, settings, colors)
     if missing_batches(folder, settings):

@@ -119,13 +119,15 @@ class Pipeline:
     def feature_resolution(self) -> int:
         return self.workspace.config.features.resolve(self.generator.resolution)
 
-    def ws(self, seeds: Sequence[int]) -> torch.Tensor:
+    def ws(self, seeds: Sequence[int], condition: int | None = None) -> torch.Tensor:
+        """Latents for the seeds; `condition`: the class a conditional generator draws them for."""
         sampling = self.workspace.config.sampling
-        return self.generator.ws_from_seeds(seeds, sampling.psi, sampling.truncation_cutoff)
+        class_ids = None if condition is None else [condition] * len(seeds)
+        return self.generator.ws_from_seeds(seeds, sampling.psi, sampling.truncation_cutoff, class_ids)
 
     # ---- the steps ---------------------------------------------------------------------
 
-    def sample(self, seeds: Sequence[int]) -> list[str]:
+    def sample(self, seeds: Sequence[int], condition: int | None = None) -> list[str]:
         """Add candidates for any list of seeds (seeds already present are skipped); latents written once.
 
         Each image is synthesised on its own: a batched convolution may round differently, and
@@ -134,10 +136,10 @@ class Pipeline:
         seeds = list(seeds)
         if not seeds:
             raise DatasetGANError("no seeds to sample: give at least one")
-        ws, noise_ids = self.ws(seeds), self.workspace.config.sampling.noise_ids
+        ws, noise_ids = self.ws(seeds, condition), self.workspace.config.sampling.noise_ids
         images = torch.cat([self.generator.to_uint8(self.generator.synthesize(w[None], noise_ids([seed]))[0])
                             for seed, w in zip(seeds, ws)])
-        return self.workspace.add_candidates(seeds, ws, images)
+        return self.workspace.add_candidates(seeds, ws, images, condition)
 
     def fit(self, progress: bool = True, min_fragment: int | None = None
             ) -> tuple[StyleInterpreter, TrainingHistory, dict]:
@@ -184,8 +186,9 @@ class Pipeline:
                  for i in range(0, len(ws), step)]
         return Labels(*(torch.cat(p) for p in zip(*parts)))
 
-    def select(self, n: int, pool: int = 200, seed: int = SELECTION_SEED) -> list[str]:
-        """Sample `pool` fresh seeds, add the n the interpreter is least sure of as candidates.
+    def select(self, n: int, pool: int = 200, seed: int = SELECTION_SEED, condition: int | None = None) -> list[str]:
+        """Sample `pool` fresh seeds (for class `condition` of a conditional generator), add the n
+        the interpreter is least sure of as candidates.
 
         Each sample is synthesised once: the best n so far keep their images and ws.
         """
@@ -197,17 +200,20 @@ class Pipeline:
         step = synth_batch(self.generator)
         for start in range(0, pool, step):
             chunk = seeds[start : start + step]
-            ws = self.ws(chunk)
+            ws = self.ws(chunk, condition)
             images, pyramid = self.generator.synthesize(ws, self.workspace.config.sampling.noise_ids(chunk))
             scores = self.interpreter.label(pyramid).scores.tolist()
             best += zip(scores, chunk, ws, self.generator.to_uint8(images))
             best = [best[i] for i in rank_uncertain([b[0] for b in best], [b[1] for b in best])[:n]]
         chosen = [b[1] for b in best]
-        self.workspace.add_candidates(chosen, torch.stack([b[2] for b in best]), torch.stack([b[3] for b in best]))
+        self.workspace.add_candidates(chosen, torch.stack([b[2] for b in best]), torch.stack([b[3] for b in best]),
+                                      condition)
         return [candidate_id(s) for s in chosen]
 
     def generate(self, name: str, n: int, first_seed: int = factory.FIRST_SEED, drop_uncertain: float = 0.1,
-                 shard: tuple[int, int] = (0, 1), batch_size: int = 8, progress: bool = True) -> Path:
-        """Generate (or resume) dataset `name` in the workspace (see `datasetgan.factory`)."""
+                 shard: tuple[int, int] = (0, 1), batch_size: int = 8, progress: bool = True,
+                 conditions: Sequence[int] | None = None) -> Path:
+        """Generate (or resume) dataset `name` in the workspace (see `datasetgan.factory`);
+        `conditions`: the classes a conditional generator draws, in turn by seed."""
         return factory.generate(self.workspace, self.generator, self.interpreter, name, n, first_seed,
-                                drop_uncertain, shard, batch_size, progress)
+                                drop_uncertain, shard, batch_size, progress, conditions)

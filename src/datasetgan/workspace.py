@@ -1,7 +1,8 @@
 """A DatasetGAN workspace: one folder per labelling project.
 
     DIR/datasetgan.yaml     generator reference, classes (name + colour), settings
-    DIR/candidates/         NNNNNN.png per sampled seed + latents.safetensors (seeds, ws)
+    DIR/candidates/         NNNNNN.png per sampled seed + latents.safetensors (seeds, ws, and for a
+                            conditional generator each candidate's class)
     DIR/annotations/        NNNNNN.png index masks (0..C-1, 255 = ignore)
     DIR/interpreter/        the trained style interpreter
     DIR/datasets/NAME/      generated datasets
@@ -26,6 +27,7 @@ from datasetgan.labels import LabelClass
 
 CONFIG_NAME = "datasetgan.yaml"
 CANDIDATE_ID = re.compile(r"^[0-9]{6,10}$")
+NO_CONDITION = -1  # in latents.safetensors' conditions: a candidate drawn without a class
 
 
 class ClassSpec(BaseModel):
@@ -193,6 +195,16 @@ class Workspace:
         with safe_open(str(self.latents_path), "pt") as handle:
             return handle.get_tensor("seeds").tolist(), handle.get_tensor("ws")
 
+    def read_conditions(self) -> dict[str, int]:
+        """The class each candidate of a conditional generator was drawn for (id -> class)."""
+        if not self.latents_path.is_file():
+            return {}
+        with safe_open(str(self.latents_path), "pt") as handle:
+            if "conditions" not in handle.keys():
+                return {}
+            seeds, conditions = handle.get_tensor("seeds").tolist(), handle.get_tensor("conditions").tolist()
+        return {candidate_id(s): c for s, c in zip(seeds, conditions) if c != NO_CONDITION}
+
     def candidate_ids(self) -> list[str]:
         return [candidate_id(s) for s in self.read_latents()[0]]
 
@@ -208,9 +220,12 @@ class Workspace:
             raise DatasetGANError(f"no stored latent for candidate(s) {', '.join(missing)}")
         return ws[[index[i] for i in ids]]
 
-    def add_candidates(self, seeds: Sequence[int], ws: torch.Tensor, images_uint8: torch.Tensor) -> list[str]:
-        """Store new candidates (images [N,3,H,W] uint8 with their ws); known seeds are skipped."""
+    def add_candidates(self, seeds: Sequence[int], ws: torch.Tensor, images_uint8: torch.Tensor,
+                       condition: int | None = None) -> list[str]:
+        """Store new candidates (images [N,3,H,W] uint8 with their ws, and the class a conditional
+        generator drew them for); known seeds are skipped."""
         old_seeds, old_ws = self.read_latents()
+        old_conditions = self.read_conditions()
         known = set(old_seeds)
         fresh = [i for i, s in enumerate(seeds) if s not in known]
         for i in fresh:
@@ -219,6 +234,10 @@ class Workspace:
         new_ws = ws[fresh].float().cpu()
         all_ws = new_ws if old_ws is None else torch.cat([old_ws, new_ws])
         tensors = {"seeds": torch.tensor(all_seeds, dtype=torch.int64), "ws": all_ws.contiguous()}
+        if old_conditions or condition is not None:
+            new = NO_CONDITION if condition is None else condition
+            tensors["conditions"] = torch.tensor([old_conditions.get(candidate_id(s), NO_CONDITION) for s in old_seeds]
+                                                 + [new] * len(fresh), dtype=torch.int64)
         meta = {"generator": self.config.generator, "psi": str(self.config.sampling.psi)}
         save_tensors(self.latents_path, tensors, meta)
         return [candidate_id(seeds[i]) for i in fresh]

@@ -2,7 +2,8 @@
 
 The same layout serves the world's renders, the factory's synthetic datasets and the
 user's own real test images, so that every consumer reads one format. A generated dataset
-adds manifest.jsonl, one JSON record per sample (name, seed, w, w_index, score, kept), and
+adds manifest.jsonl, one JSON record per sample (name, seed, w, w_index, score, kept, and the
+class a conditional generator drew it for as condition), and
 names its samples by seed (`sample_name`); its consumers read only the kept samples.
 """
 

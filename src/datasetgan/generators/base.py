@@ -15,10 +15,31 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from datasetgan.errors import DatasetGANError
+
 
 def zs_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     """z per seed as NVIDIA's gen_images.py draws it: float32 [N, z_dim] on the CPU."""
     return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds])).float()
+
+
+def class_labels(class_ids: Sequence[int] | None, count: int, c_dim: int) -> torch.Tensor | None:
+    """One-hot labels c [count, c_dim] for a conditional generator (None for an unconditional one).
+
+    The one check of a class index against a generator: every caller that draws latents goes
+    through here, so a missing or out-of-range class is the same one-line error everywhere.
+    """
+    if c_dim == 0:
+        if class_ids is not None and any(c is not None for c in class_ids):
+            raise DatasetGANError("this generator is unconditional: drop --condition (it takes no class)")
+        return None
+    if class_ids is None or len(class_ids) != count or any(c is None for c in class_ids):
+        raise DatasetGANError(f"this generator is conditional on {c_dim} classes: give a class 0..{c_dim - 1} "
+                              f"per sample (--condition K)")
+    bad = [int(c) for c in class_ids if not 0 <= int(c) < c_dim]
+    if bad:
+        raise DatasetGANError(f"class {bad[0]} is out of range: this generator has classes 0..{c_dim - 1}")
+    return torch.nn.functional.one_hot(torch.as_tensor([int(c) for c in class_ids]), c_dim).float()
 
 
 @dataclass(frozen=True)
@@ -33,13 +54,15 @@ class FeatureLayer:
 class Generator(ABC):
     """A pretrained generator ready for DatasetGAN: eval mode, one device, deterministic.
 
-    `resolution` is the image size; `feature_layers` describes the pyramid `synthesize`
+    `resolution` is the image size; `c_dim` the number of classes it is conditioned on (see
+    `class_labels`); `feature_layers` describes the pyramid `synthesize`
     returns, level by level, each at its native resolution (never upsampled here).
     """
 
     device: torch.device
     resolution: int
     feature_layers: list[FeatureLayer]
+    c_dim: int = 0  # classes of a class-conditional generator (0: unconditional)
 
     @property
     def feature_channels(self) -> list[int]:

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from datasetgan.device import resolve_device
-from datasetgan.errors import DatasetGANError
-from datasetgan.generators.base import FeatureLayer, Generator, zs_from_seeds
+from datasetgan.generators.base import FeatureLayer, Generator, class_labels, zs_from_seeds
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 NOISE_STREAM = 0x5EED_0015  # noise is PCG64 seeded by (NOISE_STREAM, id): apart from the z that MT19937 draws
@@ -29,7 +28,7 @@ class StyleGAN2(Generator):
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
         self.resolution = network.img_resolution
-        self.num_ws, self.w_dim, self.z_dim = network.num_ws, network.w_dim, network.z_dim
+        self.num_ws, self.w_dim, self.z_dim, self.c_dim = network.num_ws, network.w_dim, network.z_dim, network.c_dim
         self.feature_layers = [FeatureLayer(f"b{layer.resolution}.{name}", layer.weight.shape[0], layer.resolution)
                                for block in network.synthesis.blocks()
                                for name, layer in zip(("conv0", "conv1")[-len(block.conv_layers()):],
@@ -42,14 +41,15 @@ class StyleGAN2(Generator):
     @torch.no_grad()
     def ws_from_seeds(self, seeds: Sequence[int], psi: float = 0.7, truncation_cutoff: int | None = None,
                       class_ids: Sequence[int] | None = None) -> torch.Tensor:
-        """[N, num_ws, w_dim] latents for the seeds, truncated towards the mean w by `psi`."""
-        if self.network.c_dim > 0 or class_ids is not None:
-            raise DatasetGANError("conditional generators need a label per seed, which is not supported yet")
+        """[N, num_ws, w_dim] latents for the seeds (with a class each for a conditional
+        generator), truncated towards the mean w by `psi`."""
+        labels = class_labels(class_ids, len(seeds), self.c_dim)
         # one seed at a time: a batched matmul rounds differently per batch size, and a seed
         # must name the same w wherever it is drawn (the mapping costs little next to synthesis)
         zs = self.zs_from_seeds(seeds)
-        return torch.cat([self.network.mapping(z[None], None, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
-                          for z in zs])
+        return torch.cat([self.network.mapping(z[None], None if labels is None else labels[i : i + 1].to(self.device),
+                                               truncation_psi=psi, truncation_cutoff=truncation_cutoff)
+                          for i, z in enumerate(zs)])
 
     @torch.no_grad()
     def synthesize(self, ws: torch.Tensor, noise_ids: Sequence[int] | None = None
