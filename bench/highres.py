@@ -2,6 +2,7 @@
 
     python bench/highres.py            # 1024 px, 16 images: 12-17 minutes on a loaded 2-core CPU, < 13 GiB
     python bench/highres.py --quick    # 256 px, small channels, 4 images: smoke run, about a minute
+    python bench/highres.py --arch stylegan3-t   # a standard StyleGAN3-T 1024: ours only (steps 1 and 2, fp16)
 
 Set-up, as a user would do it: a standard 1024x1024 StyleGAN2 (z = w = 512, 8 mapping layers,
 channel_base 32768, channel_max 512; random weights: memory and speed do not depend on them),
@@ -25,6 +26,10 @@ baseline (imports, generator load, a tiny interpreter warm-up that pages in the 
      hypercolumns through `predict_probs_naive` (tests/references.py).
   4. fp16 vs fp32 storage: hypercolumn error, and predictions of interpreters trained on the
      same images with the same batches, one from each storage.
+With `--arch stylegan3-t` the generator is NVIDIA's standard StyleGAN3-T 1024 config (z = w = 512,
+2 mapping layers, channel_base 32768, channel_max 512, random weights) and only our design is
+measured (training with fp16 storage, labelling): the naive design's cost is the same per
+feature and pixel for every architecture, and is measured on StyleGAN2.
 Every child runs under a memory guard (`run_in_child_capped`): killed above CAP_GIB of RSS or
 when the machine runs low, so the benchmark never pushes the shared machine into swap or OOM.
 Children import a copy of src/ taken at the start: edits during a run cannot mix versions.
@@ -63,6 +68,7 @@ from datasetgan.formats.masks import save_mask  # noqa: E402
 from datasetgan.generators.base import Generator  # noqa: E402
 from datasetgan.generators.checkpoint import save_generator  # noqa: E402
 from datasetgan.generators.stylegan2 import StyleGAN2Generator  # noqa: E402
+from datasetgan.generators.stylegan3 import StyleGAN3Generator  # noqa: E402
 from datasetgan.interpreter import _SHUFFLE, InterpreterConfig, StyleInterpreter, _member_generator  # noqa: E402
 from datasetgan.uncertainty import mutual_information, vote  # noqa: E402
 from datasetgan.labels import parse_class_names  # noqa: E402
@@ -87,10 +93,12 @@ class Setting:
     classes: int = 10
     batches: int = 300  # training batches per run, ours and naive
     label_seed: int = 1_000_000  # the image labelled in steps 2-4 (not an annotated one)
+    architecture: str = "stylegan2"
 
 
 FULL = Setting("standard-1024", 1024, 512, 8, 32768, 512)
 QUICK = Setting("quick-256 (smoke run)", 256, 128, 4, 8192, 256, images=4, batches=50)
+STYLEGAN3_T = Setting("stylegan3-t-1024", 1024, 512, 2, 32768, 512, architecture="stylegan3-t")
 
 
 # ---- child side: set-up ----
@@ -140,11 +148,13 @@ def prepare(s: dict, tmp: str, threads: int) -> dict:
     """Generator file, source workspace, 16 sampled and annotated candidates."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    network = StyleGAN2Generator(
-        z_dim=s["z_dim"], c_dim=0, w_dim=s["z_dim"], img_resolution=s["resolution"], img_channels=3,
-        mapping_kwargs={"num_layers": s["mapping_layers"]},
-        synthesis_kwargs={"channel_base": s["channel_base"], "channel_max": s["channel_max"]},
-    )
+    common = dict(z_dim=s["z_dim"], c_dim=0, w_dim=s["z_dim"], img_resolution=s["resolution"], img_channels=3,
+                  mapping_kwargs={"num_layers": s["mapping_layers"]})
+    channels = {"channel_base": s["channel_base"], "channel_max": s["channel_max"]}
+    if s["architecture"] == "stylegan3-t":
+        network = StyleGAN3Generator(**common, **channels)
+    else:
+        network = StyleGAN2Generator(**common, synthesis_kwargs=channels)
     path = Path(tmp) / "generator.safetensors"
     save_generator(network, path)
     workspace = Workspace.init(Path(tmp) / "source", str(path), class_specs(s["classes"]))
@@ -404,6 +414,16 @@ def brief(result: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items())
 
 
+def run_ours(s: Setting, threads: int, tmp: Path) -> dict:
+    """Our design alone: training on n images with fp16 storage, labelling one image."""
+    common = {"threads": threads}
+    out = {"info": child("prepare", s, tmp=str(tmp), **common), "train": {}, "naive": {}}
+    root = make_workspace(tmp, out["info"], s, True, s.images)
+    out["train"][(True, s.images)] = child("train_ours", s, root=str(root), batches=s.batches, **common)
+    out["label_ours"] = child("label_ours", s, root=str(root), **common)
+    return out
+
+
 def run(s: Setting, threads: int, tmp: Path) -> dict:
     common = {"threads": threads}
     out = {"info": child("prepare", s, tmp=str(tmp), **common), "train": {}}
@@ -461,7 +481,7 @@ def ours_rows(s: Setting, out: dict) -> list[list[str]]:
         how = f"measured: {r['batches']} batches, train() wall {r['wall_s']:.0f} s"
         rows.append(["train interpreter", design, str(n), gib(r["memory"]["peak_mib"]), gib(r["memory"]["above_mib"]),
                      time_text, how])
-    if (False, s.images) not in out["train"]:
+    if (False, s.images) not in out["train"] and len(out["train"]) > 1:
         rows.append(extrapolated_fp32(s, out))
     return rows
 
@@ -506,6 +526,8 @@ def naive_rows(s: Setting, out: dict) -> list[list[str]]:
 def label_rows(out: dict) -> list[list[str]]:
     rows = []
     for key, design in (("label_ours", "ours (factorised)"), ("label_naive", "naive (materialised)")):
+        if key not in out:
+            continue
         r = out[key]
         if "error" in r:
             rows.append(["label one image", design, "1", "-", "-", "-", r["error"]])
@@ -543,6 +565,8 @@ def notes(s: Setting, out: dict) -> list[str]:
             predicted = out["naive"][1]["memory"]["above_mib"] + naive_row_bytes(info) * size**2 / 2**20
             lines.append(f"check of the naive extrapolation: n=2 measured {gib(r['memory']['above_mib'])} GiB above "
                          f"baseline, n=1 + one image's rows predicts {gib(predicted)}")
+    if "label_naive" not in out:  # run_ours: nothing of the naive design or the precision check
+        return lines
     if 2 not in out["naive"]:
         need = 2 * naive_row_bytes(info) * size**2 / GIB
         lines.append(f"naive at 2 images not run: their tables alone need {need:.1f} GiB, over the {PLAN_GIB:.0f} GiB "
@@ -607,10 +631,12 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="256 px, small channels, 4 images: a smoke run")
+    parser.add_argument("--arch", choices=["stylegan2", "stylegan3-t"], default="stylegan2",
+                        help="stylegan3-t: NVIDIA's StyleGAN3-T 1024 config, our design only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every child (default 1)")
     parser.add_argument("--batches", type=int, help="training batches per run (default 300; --quick 50)")
     args = parser.parse_args()
-    s = QUICK if args.quick else FULL
+    s = QUICK if args.quick else STYLEGAN3_T if args.arch == "stylegan3-t" else FULL
     s = replace(s, batches=args.batches) if args.batches else s
     command = " ".join(["python bench/highres.py"] + sys.argv[1:])
     began, load_before = time.perf_counter(), load_average()
@@ -621,7 +647,7 @@ def main() -> None:
     print(f"library: {source}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_highres_") as tmp:
         freeze_library(Path(tmp))
-        out = run(s, args.threads, Path(tmp))
+        out = (run_ours if s.architecture == "stylegan3-t" else run)(s, args.threads, Path(tmp))
     if source_state() != source:
         print(f"\nnote: src/ changed during the run (now {source_state()}); the children used the copy from the start")
     rows = ours_rows(s, out) + naive_rows(s, out) + label_rows(out)

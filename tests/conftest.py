@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from datasetgan.formats.masks import save_mask
 from datasetgan.generators.checkpoint import save_generator
@@ -32,6 +33,18 @@ def reference_fixture(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"reference fixture {path} is missing: put a copy of shared/ beside the repository", pytrace=False)
     return path
+
+
+def load_reference(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A reference fixture's tensors and metadata (see `reference_fixture`)."""
+    path = reference_fixture(name)
+    with safe_open(str(path), framework="pt") as f:
+        return {key: f.get_tensor(key) for key in f.keys()}, f.metadata()
+
+
+def state_under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The fixture's state dict stored under `prefix` (e.g. "G_ema."), without it."""
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 # A test that skips cannot fail, so a skip (pytest.skip, importorskip, a skip mark, in a test or

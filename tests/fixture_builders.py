@@ -143,7 +143,7 @@ def module_state(params: dict, buffers: dict, modules: dict, **attributes) -> di
             (k, None if v is None else torch.nn.Parameter(v.detach().clone(), requires_grad=False))
             for k, v in params.items()
         ),
-        "_buffers": collections.OrderedDict((k, v.detach().clone()) for k, v in buffers.items()),
+        "_buffers": collections.OrderedDict((k, None if v is None else v.detach().clone()) for k, v in buffers.items()),
         "_non_persistent_buffers_set": set(),
         "_backward_hooks": collections.OrderedDict(),
         "_forward_hooks": collections.OrderedDict(),
@@ -233,6 +233,24 @@ def generator_tree(state_dict: dict[str, torch.Tensor], init_kwargs: dict, layou
         return FakePersistent(class_name, module_state(params, buffers, modules, **attrs))
 
     return build("")
+
+
+def stylegan3_tree(network: torch.nn.Module) -> FakePersistent:
+    """NVIDIA's object tree of a StyleGAN3 G_ema (the stylegan3 repository's `networks_stylegan3`),
+    built from our network: our module classes carry NVIDIA's class names, the top one is
+    `Generator`, and its `_init_kwargs` are flattened as the stylegan3 repository pickles them."""
+
+    def build(module: torch.nn.Module, class_name: str) -> FakePersistent:
+        modules = {name: build(child, type(child).__name__) for name, child in module.named_children()}
+        attributes = {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"
+                      and isinstance(v, (int, float, bool, list, tuple))}
+        return FakePersistent(class_name, module_state(module._parameters, module._buffers, modules, **attributes))
+
+    tree = build(network, "Generator")
+    init = dict(network.init_kwargs)
+    init["mapping_kwargs"] = EasyDict(init.get("mapping_kwargs") or {})
+    tree.state["_init_kwargs"] = init
+    return tree
 
 
 def _natural(name: str):

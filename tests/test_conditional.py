@@ -6,13 +6,20 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 import fixture_builders as fb
-from conftest import reference_fixture
+from conftest import TINY_INTERPRETER, brightness_mask, load_reference, state_under
 from datasetgan.errors import DatasetGANError
-from datasetgan.generators.loaders import describe, load_network_file
+from datasetgan.formats.dataset import read_manifest
+from datasetgan.formats.masks import save_mask
+from datasetgan.generators.checkpoint import save_generator
+from datasetgan.generators.base import zs_from_seeds
+from datasetgan.generators.loaders import load_network_file
+from datasetgan.generators.registry import describe
 from datasetgan.generators.stylegan2_generator import StyleGAN2
+from datasetgan.pipeline import Pipeline
+from datasetgan.workspace import Workspace
+from test_cli import run
 from test_stylegan2 import TOL, close, tiny_network
 
 FIXTURE = "stylegan2_conditional_reference_32.safetensors"
@@ -22,14 +29,11 @@ GENERATOR_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "
 @pytest.fixture(scope="module")
 def reference():
     """The fixture's G_ema and init kwargs (the stylegan3 repository's flattened form, nested here)."""
-    path = reference_fixture(FIXTURE)
-    with safe_open(str(path), framework="pt") as f:
-        flat = json.loads(f.metadata()["init_kwargs"])
+    tensors, meta = load_reference(FIXTURE)
+    flat = json.loads(meta["init_kwargs"])
     init = {k: flat[k] for k in GENERATOR_ARGS}
     init["synthesis_kwargs"] = {k: v for k, v in flat.items() if k not in GENERATOR_ARGS}
-    tensors = load_file(str(path))
-    state = {k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")}
-    return state, init, tensors
+    return state_under(tensors, "G_ema."), init, tensors
 
 
 @pytest.fixture
@@ -60,7 +64,7 @@ def test_a_class_per_seed_names_nvidias_image_for_that_class(loaded):
     ws = generator.ws_from_seeds([5, 5, 5], psi=0.7, class_ids=[0, 1, 2])
     images, _ = generator.synthesize(ws)
     assert all((images[i] - images[j]).abs().max() > 0.05 for i, j in ((0, 1), (0, 2), (1, 2)))
-    z = generator.zs_from_seeds([5])
+    z = zs_from_seeds([5], generator.z_dim)
     with torch.no_grad():  # NVIDIA's call for class 2: mapping(z, one_hot(2)), then synthesis
         expected = loaded.synthesis(loaded.mapping(z, torch.eye(3)[2:3], truncation_psi=0.7), noise_mode="const")
     assert close(images[2:3], expected.clamp(-1, 1), TOL)
@@ -81,19 +85,14 @@ def test_bad_classes_are_one_line_errors(loaded):
 
 def test_workflow_records_a_class_per_candidate_and_per_sample(tmp_path, loaded):
     """sample --condition, annotate, train, generate --condition: classes are kept and reproduced."""
-    from conftest import TINY_INTERPRETER, brightness_mask
-    from datasetgan.formats.dataset import read_manifest
-    from datasetgan.formats.masks import save_mask
-    from datasetgan.generators.checkpoint import save_generator
-    from datasetgan.pipeline import Pipeline
-    from datasetgan.workspace import Workspace
-    from datasetgan.worlds import parse_classes
-    from test_cli import run
-
     save_generator(loaded, tmp_path / "conditional.safetensors")
     root = tmp_path / "ws"
     assert run("init", str(root), "--generator", str(tmp_path / "conditional.safetensors"),
                "--classes", "background,bright,dark").returncode == 0
+    grid = run("generator", "sample", str(tmp_path / "conditional.safetensors"), "--seeds", "0-3", "--condition", "1",
+               "--out", str(tmp_path / "grid.png"))
+    assert grid.returncode == 0, grid.stderr
+    assert (tmp_path / "grid.png").is_file()
     missing = run("sample", str(root), "-n", "2")
     assert missing.returncode != 0 and "conditional on 3 classes" in missing.stderr
     assert run("sample", str(root), "-n", "2", "--condition", "2").returncode == 0

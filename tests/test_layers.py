@@ -21,7 +21,7 @@ LAYERS = [  # bottom up; a name stands for the module and everything under it
     ["factory", "pipeline"],
     ["segment"],
     ["worlds", "gan"],
-    ["annotate", "formats.importers", "formats.parquet"],
+    ["annotate", "formats.importers", "formats.parquet", "release"],
     ["demo", "experiments"],
     ["cli", "__main__"],
 ]

@@ -30,26 +30,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 import fixture_builders as fb
-from conftest import reference_fixture
+from conftest import load_reference, state_under
 from datasetgan.errors import DatasetGANError
 from datasetgan.generators.checkpoint import load_network, save_generator
-from datasetgan.generators.loaders import convert, describe, detect_format, estimate_w_avg, load_network_file
-from datasetgan.generators.registry import load_network_ref
+from datasetgan.generators.loaders import convert, detect_format, estimate_w_avg, load_network_file
+from datasetgan.generators.registry import describe, load_network_ref
 from test_stylegan2 import FIXTURE, TOL, close, tiny_network
 
 
 @pytest.fixture(scope="module")
 def reference():
-    path = reference_fixture(FIXTURE)
-    with safe_open(str(path), framework="pt") as f:
-        init_kwargs = json.loads(f.metadata()["init_kwargs"])
-    tensors = load_file(str(path))
-    state = {k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")}
-    return state, init_kwargs, tensors
+    tensors, meta = load_reference(FIXTURE)
+    return state_under(tensors, "G_ema."), json.loads(meta["init_kwargs"]), tensors
 
 
 @pytest.fixture
@@ -153,14 +147,18 @@ def test_converted_tensorflow_layout_with_every_option(tmp_path, sentinel):
     assert torch.equal(images(loaded), images(network))
 
 
-def test_stylegan3_and_other_architectures_are_refused(tmp_path, sentinel):
+def test_unknown_architectures_are_refused_naming_their_class(tmp_path, sentinel):
     network = tiny_network()
     tree = fb.generator_tree(network.state_dict(), network.init_kwargs)
     synthesis = tree.state["_modules"]["synthesis"]
-    synthesis.state["_modules"]["L0_36_512"] = synthesis.state["_modules"].pop("b8")
-    path = fb.dump_nvidia_pickle(fb.nvidia_snapshot(tree), tmp_path / "sg3.pkl", fb.sentinel_source(sentinel))
-    with pytest.raises(DatasetGANError, match="StyleGAN3.*not supported.*StyleGAN2"):
+    stage = synthesis.state["_modules"].pop("b8")
+    stage.class_name = "ProgressiveStage"
+    synthesis.state["_modules"]["stage1"] = stage
+    path = fb.dump_nvidia_pickle(fb.nvidia_snapshot(tree), tmp_path / "other.pkl", fb.sentinel_source(sentinel))
+    with pytest.raises(DatasetGANError, match="unknown generator architecture.*'stage1' of class ProgressiveStage.*"
+                                              "StyleGAN2.*StyleGAN3.*StyleGAN1") as refused:
         load_network_file(path)
+    assert "\n" not in str(refused.value)
 
     tree = fb.generator_tree(network.state_dict(), network.init_kwargs)
     tree.state["_modules"]["synthesis"].state["_modules"]["b8"].state["architecture"] = "resnet"
@@ -353,8 +351,8 @@ def test_convert_round_trip_and_describe(tmp_path, sentinel, reference):
     info = describe(again)
     json.dumps(info)  # printable as JSON
     assert info["num_ws"] == 10 and info["resolution"] == 64 and info["parameters"] == 1_395_288
-    assert [layer["name"] for layer in info["feature_layers"]][:3] == ["synthesis.b4.conv1", "synthesis.b8.conv0",
-                                                                       "synthesis.b8.conv1"]
+    assert info["architecture"].startswith("StyleGAN2") and info["c_dim"] == 0
+    assert [layer["name"] for layer in info["feature_layers"]][:3] == ["b4.conv1", "b8.conv0", "b8.conv1"]
     assert [layer["resolution"] for layer in info["feature_layers"]] == [4, 8, 8, 16, 16, 32, 32, 64, 64]
     assert info["feature_dim"] == 7 * 128 + 2 * 64 == sum(l["channels"] for l in info["feature_layers"])
 

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from conftest import reference_fixture
+from conftest import load_reference, state_under
 from datasetgan.errors import DatasetGANError
+from datasetgan.generators.base import zs_from_seeds
 from datasetgan.generators.checkpoint import load_network, save_generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 from datasetgan.generators.stylegan2_generator import StyleGAN2
@@ -24,13 +24,9 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def reference():
-    path = reference_fixture(FIXTURE)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
+    tensors, meta = load_reference(FIXTURE)
     network = StyleGAN2Generator(**json.loads(meta["init_kwargs"])).eval()
-    state = {k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")}
-    network.load_state_dict(state, strict=True)
+    network.load_state_dict(state_under(tensors, "G_ema."), strict=True)
     return network, tensors, meta
 
 
@@ -184,7 +180,7 @@ def test_synthesize_is_deterministic_with_documented_pyramid():
 
 def test_seeds_follow_nvidia_convention():
     generator = StyleGAN2(tiny_network(), device="cpu")
-    z = generator.zs_from_seeds([42])
+    z = zs_from_seeds([42], generator.z_dim)
     assert torch.equal(z[0], torch.from_numpy(np.random.RandomState(42).randn(16)).float())
 
 

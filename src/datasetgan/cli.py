@@ -264,6 +264,7 @@ def generator_sample(
     noise: str = NoiseOption,
     out: Path = typer.Option(Path("grid.png"), help="PNG grid to write."),
     columns: int = typer.Option(8),
+    condition: int = ConditionOption,
     device: str = DeviceOption,
 ) -> None:
     """Write a grid of samples for the given seeds."""
@@ -273,7 +274,7 @@ def generator_sample(
 
     chosen = parse_seeds(seeds)
     sampling = sampling_settings(psi, truncation_cutoff, noise)
-    save_image(out, sample_grid(load_generator(ref, device), chosen, sampling, columns))
+    save_image(out, sample_grid(load_generator(ref, device), chosen, sampling, columns, condition))
     typer.echo(f"wrote {len(chosen)} samples to {out}")
 
 
@@ -399,6 +400,41 @@ def import_annotations(
     typer.echo(import_step(Workspace.open(directory), source, fmt, unlabelled).summary())
 
 
+@app.command("import-release")
+def import_release(
+    directory: Path = typer.Argument(..., help="New workspace folder."),
+    annotations: Path = typer.Option(..., help="The release's annotation folder: image_{i}.jpg and image_mask{i}.npy."),
+    latents: Path = typer.Option(..., help="The release's latent_stylegan1.npy (z, or w+ with --from-w)."),
+    generator: Path = typer.Option(..., help="The release's *.for_g_all.pt (with --avg-latent) or a converted "
+                                             ".safetensors."),
+    avg_latent: Path = typer.Option(None, help="The release's avg_latent_stylegan1.npy, for a .for_g_all.pt: the "
+                                               "generator is converted into the workspace with it."),
+    classes: str = typer.Option(None, help="The experiment's class names in id order (default class0, class1, ...)."),
+    from_w: bool = typer.Option(False, "--from-w", help="The latents are w+ (the experiment's annotation_data_from_w)."),
+    truncation_cutoff: int = typer.Option(8, help="w slots truncated at psi 0.7: 8 for faces and cars, 7 for cats "
+                                                  "and bedrooms."),
+    device: str = DeviceOption,
+) -> None:
+    """Make a workspace of the official DatasetGAN release's annotated latents (face_34, car_20, cat_16, ...)."""
+    from datasetgan.labels import parse_class_names
+    from datasetgan.release import import_release as import_step
+
+    from datasetgan.workspace import CONFIG_NAME
+
+    if (directory / CONFIG_NAME).exists():
+        raise DatasetGANError(f"{directory} is already a workspace: import the release into a new folder")
+    ref = str(generator)
+    if avg_latent is not None:
+        from datasetgan.generators.loaders import convert
+
+        directory.mkdir(parents=True, exist_ok=True)
+        ref = str(directory.resolve() / "generator.safetensors")
+        convert(generator, ref, avg_latent)
+    names = None if classes is None else parse_class_names(classes)
+    _, report = import_step(directory, ref, annotations, latents, names, from_w, truncation_cutoff, device)
+    typer.echo(report.summary())
+
+
 @app.command("export")
 def export(
     dataset: Path = typer.Argument(..., help="A generated dataset folder (DIR/datasets/NAME)."),
@@ -441,21 +477,22 @@ def select(
 
 @generator_app.command("convert")
 def generator_convert(
-    source: Path = typer.Argument(..., help="NVIDIA .pkl, rosinality .pt or our .safetensors."),
+    source: Path = typer.Argument(..., help="NVIDIA .pkl (StyleGAN2/3), rosinality .pt, the DatasetGAN release's "
+                                            "*.for_g_all.pt, or our .safetensors."),
     out: Path = typer.Argument(..., help="Output .safetensors file."),
+    avg_latent: Path = typer.Option(None, help="For the release's *.for_g_all.pt: its avg_latent_stylegan1.npy."),
 ) -> None:
     """Convert a generator to our safetensors format (loaded safely: no pickled code runs)."""
     from datasetgan.generators.loaders import convert
 
-    convert(source, out)
+    convert(source, out, avg_latent)
     typer.echo(f"wrote {out}")
 
 
 @generator_app.command("info")
 def generator_info(ref: str = typer.Argument(..., help="builtin:NAME or a generator file.")) -> None:
     """Print a generator's config, its feature layers and the per-pixel feature dimension."""
-    from datasetgan.generators.loaders import describe
-    from datasetgan.generators.registry import load_network_ref
+    from datasetgan.generators.registry import describe, load_network_ref
 
     typer.echo(json.dumps(describe(load_network_ref(ref)), indent=2))
 

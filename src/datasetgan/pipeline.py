@@ -60,11 +60,13 @@ def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype
     return stored
 
 
-def sample_grid(generator: Generator, seeds: Sequence[int], sampling: SamplingSettings, columns: int = 8
-                ) -> np.ndarray:
-    """The images of `seeds` under `sampling` (psi, cutoff, noise), tiled `columns` wide: uint8 [H, W, 3]."""
+def sample_grid(generator: Generator, seeds: Sequence[int], sampling: SamplingSettings, columns: int = 8,
+                condition: int | None = None) -> np.ndarray:
+    """The images of `seeds` under `sampling` (psi, cutoff, noise; `condition`: the class of a
+    conditional generator), tiled `columns` wide: uint8 [H, W, 3]."""
     seeds = list(seeds)
-    ws = generator.ws_from_seeds(seeds, sampling.psi, sampling.truncation_cutoff)
+    class_ids = None if condition is None else [condition] * len(seeds)
+    ws = generator.ws_from_seeds(seeds, sampling.psi, sampling.truncation_cutoff, class_ids)
     images, _ = generator.synthesize(ws, sampling.noise_ids(seeds))
     return grid(list(generator.to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()), columns)
 

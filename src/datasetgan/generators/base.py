@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,15 @@ def class_labels(class_ids: Sequence[int] | None, count: int, c_dim: int) -> tor
     return torch.nn.functional.one_hot(torch.as_tensor([int(c) for c in class_ids]), c_dim).float()
 
 
+def map_each(mapping: Callable[..., torch.Tensor], zs: torch.Tensor, labels: torch.Tensor | None,
+             **truncation: Any) -> torch.Tensor:
+    """`mapping(z, c, **truncation)` one z at a time, concatenated: a batched matmul rounds
+    differently per batch size, and a seed must name the same w wherever it is drawn (the
+    mapping costs little next to synthesis)."""
+    return torch.cat([mapping(z[None], None if labels is None else labels[i : i + 1].to(z.device), **truncation)
+                      for i, z in enumerate(zs)])
+
+
 @dataclass(frozen=True)
 class FeatureLayer:
     """One level of the feature pyramid: the layer it is read from, its channels and native resolution."""
@@ -59,8 +68,10 @@ class Generator(ABC):
     returns, level by level, each at its native resolution (never upsampled here).
     """
 
+    network: torch.nn.Module
     device: torch.device
     resolution: int
+    z_dim: int
     feature_layers: list[FeatureLayer]
     c_dim: int = 0  # classes of a class-conditional generator (0: unconditional)
 
@@ -72,11 +83,23 @@ class Generator(ABC):
     def feature_resolutions(self) -> list[int]:
         return [layer.resolution for layer in self.feature_layers]
 
-    @abstractmethod
     def ws_from_seeds(self, seeds: Sequence[int], psi: float = 0.7, truncation_cutoff: int | None = None,
                       class_ids: Sequence[int] | None = None) -> torch.Tensor:
-        """Latents [N, ...] for the seeds (a seed names the same latent wherever it is drawn),
-        truncated towards the mean by `psi`; `class_ids`: one class per seed, for conditional generators."""
+        """Latents [N, num_ws, w_dim] for the seeds (a seed names the same latent wherever it is
+        drawn: z as NVIDIA's gen_images.py draws it), truncated towards the mean by `psi`;
+        `class_ids`: one class per seed, for conditional generators."""
+        zs = zs_from_seeds(seeds, self.z_dim).to(self.device)
+        return self.ws_from_zs(zs, psi, truncation_cutoff, class_ids)
+
+    @torch.no_grad()
+    def ws_from_zs(self, zs: torch.Tensor, psi: float = 0.7, truncation_cutoff: int | None = None,
+                   class_ids: Sequence[int] | None = None) -> torch.Tensor:
+        """Latents [N, num_ws, w_dim] for given z [N, z_dim] (e.g. a release's stored latents),
+        truncated towards the mean w by `psi`. This is NVIDIA's mapping call,
+        `network.mapping(z, c, truncation_psi, truncation_cutoff)`; other networks override it."""
+        labels = class_labels(class_ids, len(zs), self.c_dim)
+        return map_each(self.network.mapping, zs.to(self.device), labels, truncation_psi=psi,
+                        truncation_cutoff=truncation_cutoff)
 
     @abstractmethod
     def synthesize(self, ws: torch.Tensor, noise_ids: Sequence[int] | None = None

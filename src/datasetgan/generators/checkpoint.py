@@ -1,4 +1,8 @@
-"""Our generator file format: one safetensors file, init arguments in its metadata, no pickle."""
+"""Our generator file format: one safetensors file, init arguments in its metadata, no pickle.
+
+The metadata's `format` names the architecture (`FORMATS`); every network class records the
+arguments it was built with (`init_kwargs`), so the file rebuilds it exactly.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,37 @@ from safetensors import safe_open
 
 from datasetgan.errors import DatasetGANError
 from datasetgan.fileio import save_tensors
+from datasetgan.generators.stylegan1 import StyleGAN1Generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
+from datasetgan.generators.stylegan3 import StyleGAN3Generator
 
-FORMAT = "datasetgan.stylegan2"
+Network = StyleGAN1Generator | StyleGAN2Generator | StyleGAN3Generator
+FORMATS: dict[str, type[Network]] = {
+    "datasetgan.stylegan2": StyleGAN2Generator,
+    "datasetgan.stylegan3": StyleGAN3Generator,
+    "datasetgan.stylegan1": StyleGAN1Generator,
+}
 
 
-def save_generator(network: StyleGAN2Generator, path: str | Path) -> None:
+def save_generator(network: Network, path: str | Path) -> None:
     """Write the state dict and `init_kwargs`, enough to rebuild the network exactly."""
     state = {name: t.detach().to("cpu").contiguous() for name, t in network.state_dict().items()}
-    metadata = {"format": FORMAT, "init_kwargs": json.dumps(network.init_kwargs)}
+    fmt = next(name for name, cls in FORMATS.items() if isinstance(network, cls))
+    metadata = {"format": fmt, "init_kwargs": json.dumps(network.init_kwargs)}
     save_tensors(path, state, metadata)
 
 
-def load_network(path: str | Path) -> StyleGAN2Generator:
+def load_network(path: str | Path) -> Network:
     """Rebuild a network saved by `save_generator`, on the CPU, in eval mode."""
     metadata, state = _read(Path(path))
-    if metadata.get("format") != FORMAT:
+    cls = FORMATS.get(metadata.get("format"))
+    if cls is None:
         raise DatasetGANError(
             f"{path} is not a datasetgan generator file (metadata format is {metadata.get('format')!r}, "
-            f"expected {FORMAT!r})"
+            f"expected one of {', '.join(FORMATS)})"
         )
     try:
-        network = StyleGAN2Generator(**json.loads(metadata["init_kwargs"]))
+        network = cls(**json.loads(metadata["init_kwargs"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetGANError(f"{path} has unusable init_kwargs in its metadata: {exc}") from exc
     try:

@@ -1,13 +1,20 @@
-"""Bring your own generator: read StyleGAN2 files from other projects without running their code.
+"""Bring your own generator: read generator files from other projects without running their code.
 
 `load_network_file(path)` recognises a file by its content (the suffix is only a hint) and
-returns our `StyleGAN2Generator` on the CPU in eval mode:
+returns our network of its architecture on the CPU in eval mode:
 
-- our safetensors format (`checkpoint.save_generator`);
-- NVIDIA network pickles from stylegan2-ada-pytorch and from the stylegan3 repository's
-  StyleGAN2 config (`network-snapshot-*.pkl`, `stylegan2-*.pkl`);
+- our safetensors format (`checkpoint.save_generator`), any architecture;
+- NVIDIA network pickles: StyleGAN2 from stylegan2-ada-pytorch and the stylegan3 repository
+  (`network-snapshot-*.pkl`, `stylegan2-*.pkl`), and StyleGAN3 T and R from the stylegan3
+  repository (`stylegan3-t-*.pkl`, `stylegan3-r-*.pkl`), class-conditional ones included;
 - rosinality/stylegan2-pytorch checkpoints (`torch.save` of a dict holding `g_ema`, and
-  `latent_avg` or `args`), or a bare `g_ema` state dict.
+  `latent_avg` or `args`), or a bare `g_ema` state dict;
+- the official DatasetGAN release's StyleGAN1 (`*.for_g_all.pt`, a state dict of its `g_all`)
+  with its average latent (`avg_latent_stylegan1.npy`).
+
+Every NVIDIA pickle names its network class `Generator`; StyleGAN2 and StyleGAN3 are told
+apart by the classes and names of the synthesis network's children (`_is_stylegan3`), never
+by the pickled source.
 
 NVIDIA pickles are hostile-by-design for a plain unpickler: each network is stored through
 `torch_utils.persistence` as a reduce to `_reconstruct_persistent_obj(meta)`, where
@@ -48,19 +55,27 @@ import numpy as np
 import torch
 
 from datasetgan.errors import DatasetGANError
-from datasetgan.generators.checkpoint import load_network, save_generator
+from datasetgan.generators.checkpoint import Network, load_network, save_generator
+from datasetgan.generators.stylegan1 import StyleGAN1Generator, read_avg_latent, release_network
 from datasetgan.generators.stylegan2 import StyleGAN2Generator, setup_filter
+from datasetgan.generators.stylegan3 import StyleGAN3Generator
 
 SUPPORTED = (
-    "our .safetensors generator files, NVIDIA network pickles (.pkl) of StyleGAN2 from "
-    "stylegan2-ada-pytorch or the stylegan3 repository, and rosinality/stylegan2-pytorch "
-    "checkpoints (.pt)"
+    "our .safetensors generator files, NVIDIA network pickles (.pkl) of StyleGAN2 and StyleGAN3 from "
+    "stylegan2-ada-pytorch or the stylegan3 repository, rosinality/stylegan2-pytorch checkpoints (.pt) "
+    "and the DatasetGAN release's StyleGAN1 (*.for_g_all.pt)"
 )
 ARCHITECTURE = "StyleGAN2 (config F: skip generator, [1,3,3,1] resampling filter)"
+ARCHITECTURES: dict[type, str] = {
+    StyleGAN2Generator: ARCHITECTURE,
+    StyleGAN3Generator: "StyleGAN3 (alias-free, config T or R)",
+    StyleGAN1Generator: "StyleGAN1 (the official DatasetGAN release's g_all)",
+}
 
 # torch.save's legacy (non-zip) stream starts with a protocol-2 pickle of this magic number.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _ZIP_MAGIC = b"PK\x03\x04"
+RELEASE_AVG_LATENT = "avg_latent_stylegan1.npy"  # the DatasetGAN release's truncation centre for its StyleGAN1
 _DEFAULT_FILTER = (1, 3, 3, 1)
 _MAX_TREE_NODES = 100_000  # a shared-subtree pickle must not make flattening explode
 _W_AVG_SAMPLES = 4096  # rosinality's own default for its truncation mean (generate.py)
@@ -86,45 +101,24 @@ def detect_format(path: str | Path) -> str:
     raise DatasetGANError(f"{path} is not a recognised generator file: datasetgan reads {SUPPORTED}")
 
 
-def load_network_file(path: str | Path) -> StyleGAN2Generator:
-    """Any supported generator file -> our network on the CPU, in eval mode. Never runs its code."""
+def load_network_file(path: str | Path, avg_latent: str | Path | None = None) -> Network:
+    """Any supported generator file -> our network on the CPU, in eval mode. Never runs its code.
+    `avg_latent`: the average latent of a DatasetGAN release StyleGAN1 (`*.for_g_all.pt`)."""
     path = Path(path)
     kind = detect_format(path)
-    if kind == "safetensors":
-        return load_network(path)
-    if kind == "nvidia-pickle":
-        return load_nvidia_pickle(path)
-    return load_rosinality_checkpoint(path)
+    if kind == "torch":
+        return load_torch_checkpoint(path, avg_latent)
+    if avg_latent is not None:
+        raise DatasetGANError(f"{path} is not the DatasetGAN release's StyleGAN1: drop --avg-latent")
+    return load_network(path) if kind == "safetensors" else load_nvidia_pickle(path)
 
 
-def convert(src: str | Path, out: str | Path) -> StyleGAN2Generator:
-    """Read any supported generator file and write it in our safetensors format."""
-    network = load_network_file(src)
+def convert(src: str | Path, out: str | Path, avg_latent: str | Path | None = None) -> Network:
+    """Read any supported generator file (with the release StyleGAN1's average latent, if that is
+    what it is) and write it in our safetensors format."""
+    network = load_network_file(src, avg_latent)
     save_generator(network, out)
     return network
-
-
-def describe(network: StyleGAN2Generator) -> dict[str, Any]:
-    """What `datasetgan generator info` prints: config, feature layers, per-pixel feature size."""
-    names = {id(module): f"synthesis.{name}" for name, module in network.synthesis.named_modules()}
-    layers = [
-        {"name": names[id(layer)], "channels": int(layer.weight.shape[0]), "resolution": int(layer.resolution)}
-        for layer in network.synthesis.conv_layers()
-    ]
-    return {
-        "architecture": ARCHITECTURE,
-        "init_kwargs": network.init_kwargs,
-        "resolution": network.img_resolution,
-        "img_channels": network.img_channels,
-        "z_dim": network.z_dim,
-        "c_dim": network.c_dim,
-        "w_dim": network.w_dim,
-        "num_ws": network.num_ws,
-        "mapping_layers": network.mapping.num_layers,
-        "parameters": sum(p.numel() for p in network.parameters()),
-        "feature_layers": layers,
-        "feature_dim": sum(layer["channels"] for layer in layers),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,10 +314,23 @@ def _nvidia_network(path: Path, data: Any) -> StyleGAN2Generator:
     if g.class_name != "Generator":
         raise DatasetGANError(f"{path}: {key} is a {g.class_name}, not a Generator")
     synthesis = _child(g, "synthesis")
+    if _is_stylegan3(synthesis):
+        kwargs, mapping, synthesis_kwargs = _generator_args(path, g)
+        return _build(path, StyleGAN3Generator, dict(kwargs, mapping_kwargs=mapping, **synthesis_kwargs), _flatten(g))
     _check_architecture(path, synthesis)
     init_kwargs = _nvidia_init_kwargs(path, g, synthesis)
-    state = _flatten(g)
-    return _build(path, init_kwargs, state)
+    return _build(path, StyleGAN2Generator, init_kwargs, _flatten(g))
+
+
+def _is_stylegan3(synthesis: _PersistentObject) -> bool:
+    """The stylegan3 repository's alias-free synthesis: a Fourier-feature `input` and layers L{i}_{size}_{channels}.
+
+    NVIDIA pickles name every network class `Generator`, whatever its module; the synthesis
+    network's children tell the architectures apart without reading the pickled source.
+    """
+    children = synthesis.state.get("_modules") or {}
+    sg3 = isinstance(children.get("input"), _PersistentObject) and children["input"].class_name == "SynthesisInput"
+    return sg3 and all(name == "input" or re.fullmatch(r"L\d+_\d+_\d+", name) for name in children)
 
 
 def _child(obj: _PersistentObject, name: str) -> _PersistentObject:
@@ -335,13 +342,11 @@ def _child(obj: _PersistentObject, name: str) -> _PersistentObject:
 
 def _check_architecture(path: Path, synthesis: _PersistentObject) -> None:
     children = dict(synthesis.state.get("_modules") or {})
-    if "input" in children or any(re.match(r"L\d+_", name) for name in children):
-        raise DatasetGANError(
-            f"{path} is a StyleGAN3 (alias-free) generator, which is not supported: datasetgan loads {ARCHITECTURE}"
-        )
     for name, block in children.items():
         if not re.fullmatch(r"b\d+", name) or not isinstance(block, _PersistentObject):
-            raise DatasetGANError(f"{path}: unexpected synthesis layer {name!r}: datasetgan loads {ARCHITECTURE}")
+            kind = block.class_name if isinstance(block, _PersistentObject) else type(block).__name__
+            raise DatasetGANError(f"{path}: unknown generator architecture: its synthesis network holds {name!r} "
+                                  f"of class {kind}; datasetgan loads {', '.join(ARCHITECTURES.values())}")
         architecture = block.state.get("architecture", "skip")
         if architecture != "skip":
             raise DatasetGANError(
@@ -365,16 +370,7 @@ def _nvidia_init_kwargs(path: Path, g: _PersistentObject, synthesis: _Persistent
     that differ from ours (stylegan3 repo: conv_clamp 256, w_avg_beta 0.998) are read from the
     built layers' attributes, which record what the network actually used.
     """
-    raw = _plain(g.state.get("_init_kwargs") or {}, "init kwargs")
-    for name, value in zip(_GENERATOR_ARGS, _plain(list(g.state.get("_init_args") or ()), "init args")):
-        raw.setdefault(name, value)
-    kwargs: dict[str, Any] = {}
-    for name in _GENERATOR_ARGS[:5]:
-        value = raw.pop(name, g.state.get(name))
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise DatasetGANError(f"{path}: the generator's {name} is {value!r}, expected an integer")
-        kwargs[name] = value
-    mapping = dict(raw.pop("mapping_kwargs", None) or {})
+    kwargs, mapping, raw = _generator_args(path, g)
     synthesis_kwargs = dict(raw.pop("synthesis_kwargs", None) or {})
     synthesis_kwargs.update(raw)  # the stylegan3 repository's flattened form
 
@@ -422,6 +418,20 @@ def _nvidia_init_kwargs(path: Path, g: _PersistentObject, synthesis: _Persistent
     return kwargs
 
 
+def _generator_args(path: Path, g: _PersistentObject) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The Generator's five integer arguments, its mapping kwargs, and the rest of its init kwargs."""
+    raw = _plain(g.state.get("_init_kwargs") or {}, "init kwargs")
+    for name, value in zip(_GENERATOR_ARGS, _plain(list(g.state.get("_init_args") or ()), "init args")):
+        raw.setdefault(name, value)
+    kwargs: dict[str, Any] = {}
+    for name in _GENERATOR_ARGS[:5]:
+        value = raw.pop(name, g.state.get(name))
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DatasetGANError(f"{path}: the generator's {name} is {value!r}, expected an integer")
+        kwargs[name] = value
+    return kwargs, dict(raw.pop("mapping_kwargs", None) or {}), raw
+
+
 def _plain(value: Any, what: str, depth: int = 0) -> Any:
     """Constructor arguments as JSON-able Python data (EasyDicts to dicts, tuples to lists)."""
     if depth > 16:
@@ -463,11 +473,13 @@ def _flatten(root: _PersistentObject) -> dict[str, torch.Tensor]:
     return state
 
 
-def _build(path: Path, init_kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> StyleGAN2Generator:
+def _build(path: Path, cls: type[Network], init_kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> Network:
+    """`cls(**init_kwargs)` holding `state`, which must fit it exactly (else one line naming what does not)."""
+    architecture = ARCHITECTURES[cls]
     try:
-        network = StyleGAN2Generator(**init_kwargs)
+        network = cls(**init_kwargs)
     except (TypeError, ValueError) as exc:
-        raise DatasetGANError(f"{path}: cannot build a StyleGAN2 from its arguments {init_kwargs}: {exc}") from None
+        raise DatasetGANError(f"{path}: cannot build a {architecture} from its arguments {init_kwargs}: {exc}") from None
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -478,7 +490,7 @@ def _build(path: Path, init_kwargs: dict[str, Any], state: dict[str, torch.Tenso
         problems = [f"{label}: {few(names)}" for label, names in
                     (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names]
         raise DatasetGANError(
-            f"{path}: weights do not fit {ARCHITECTURE} with arguments {init_kwargs} ({'; '.join(problems)})"
+            f"{path}: weights do not fit {architecture} with arguments {init_kwargs} ({'; '.join(problems)})"
         )
     network.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
     return network.eval()
@@ -499,8 +511,10 @@ def _allow_namespace():
         yield
 
 
-def load_rosinality_checkpoint(path: str | Path) -> StyleGAN2Generator:
-    """`g_ema` of a rosinality checkpoint (train.py's or convert_weight.py's), or a bare state dict."""
+def load_torch_checkpoint(path: str | Path, avg_latent: str | Path | None = None) -> Network:
+    """A `torch.save`d generator, read weights-only: a rosinality checkpoint, or the DatasetGAN
+    release's StyleGAN1 g_all state dict (`*.for_g_all.pt`) with its average latent (`avg_latent`,
+    else `avg_latent_stylegan1.npy` beside the file)."""
     path = Path(path)
     with _allow_namespace(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -511,7 +525,29 @@ def load_rosinality_checkpoint(path: str | Path) -> StyleGAN2Generator:
         except Exception as exc:
             raise DatasetGANError(f"{path} is not a readable torch checkpoint: {type(exc).__name__}: {exc}") from None
     if not isinstance(ckpt, dict):
-        raise DatasetGANError(f"{path} holds a {type(ckpt).__name__}, not a rosinality checkpoint dict")
+        raise DatasetGANError(f"{path} holds a {type(ckpt).__name__}, not a generator checkpoint dict")
+    if any(isinstance(k, str) and k.startswith("g_mapping.") for k in ckpt):
+        return _release_stylegan1(path, ckpt, avg_latent)
+    if avg_latent is not None:
+        raise DatasetGANError(f"{path} is not the DatasetGAN release's StyleGAN1: drop --avg-latent")
+    return _rosinality_network(path, ckpt)
+
+
+def _release_stylegan1(path: Path, state: dict, avg_latent: str | Path | None) -> StyleGAN1Generator:
+    avg_path = Path(avg_latent) if avg_latent is not None else path.parent / RELEASE_AVG_LATENT
+    if avg_latent is None and not avg_path.is_file():
+        raise DatasetGANError(
+            f"{path} is the DatasetGAN release's StyleGAN1, which needs its average latent: put "
+            f"{RELEASE_AVG_LATENT} beside it, or convert once with `datasetgan generator convert {path.name} "
+            f"OUT.safetensors --avg-latent PATH`"
+        )
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DatasetGANError(f"{path} holds non-tensor entries: not a g_all state dict")
+    return release_network(path, state, read_avg_latent(avg_path))
+
+
+def _rosinality_network(path: Path, ckpt: dict) -> StyleGAN2Generator:
+    """`g_ema` of a rosinality checkpoint (train.py's or convert_weight.py's), or a bare state dict."""
     if "g_ema" in ckpt or "g" in ckpt:
         sd = ckpt.get("g_ema", ckpt.get("g"))
         latent_avg, args = ckpt.get("latent_avg"), ckpt.get("args")
@@ -540,7 +576,7 @@ def load_rosinality_checkpoint(path: str | Path) -> StyleGAN2Generator:
     state.update({k: v for k, v in network.state_dict().items() if k.endswith("resample_filter")})
     if latent_avg is None:
         state["mapping.w_avg"] = torch.zeros(init_kwargs["w_dim"])
-    network = _build(path, init_kwargs, state)
+    network = _build(path, StyleGAN2Generator, init_kwargs, state)
     if latent_avg is None:
         network.mapping.w_avg.copy_(estimate_w_avg(network))
     return network

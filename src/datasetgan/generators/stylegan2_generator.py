@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from datasetgan.device import resolve_device
-from datasetgan.generators.base import FeatureLayer, Generator, class_labels, zs_from_seeds
+from datasetgan.generators.base import FeatureLayer, Generator
 from datasetgan.generators.stylegan2 import StyleGAN2Generator
 
 NOISE_STREAM = 0x5EED_0015  # noise is PCG64 seeded by (NOISE_STREAM, id): apart from the z that MT19937 draws
@@ -33,23 +33,6 @@ class StyleGAN2(Generator):
                                for block in network.synthesis.blocks()
                                for name, layer in zip(("conv0", "conv1")[-len(block.conv_layers()):],
                                                       block.conv_layers())]
-
-    def zs_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
-        """z per seed as NVIDIA's gen_images.py draws it, so a seed names the same image there."""
-        return zs_from_seeds(seeds, self.z_dim).to(self.device)
-
-    @torch.no_grad()
-    def ws_from_seeds(self, seeds: Sequence[int], psi: float = 0.7, truncation_cutoff: int | None = None,
-                      class_ids: Sequence[int] | None = None) -> torch.Tensor:
-        """[N, num_ws, w_dim] latents for the seeds (with a class each for a conditional
-        generator), truncated towards the mean w by `psi`."""
-        labels = class_labels(class_ids, len(seeds), self.c_dim)
-        # one seed at a time: a batched matmul rounds differently per batch size, and a seed
-        # must name the same w wherever it is drawn (the mapping costs little next to synthesis)
-        zs = self.zs_from_seeds(seeds)
-        return torch.cat([self.network.mapping(z[None], None if labels is None else labels[i : i + 1].to(self.device),
-                                               truncation_psi=psi, truncation_cutoff=truncation_cutoff)
-                          for i, z in enumerate(zs)])
 
     @torch.no_grad()
     def synthesize(self, ws: torch.Tensor, noise_ids: Sequence[int] | None = None
