@@ -15,6 +15,7 @@ import torch
 
 from conftest import load_reference, state_under
 from datasetgan.errors import DatasetGANError
+from datasetgan.generators import stylegan3
 from datasetgan.generators.stylegan3 import StyleGAN3Generator, design_lowpass_filter, upfirdn2d
 from datasetgan.generators.stylegan3_generator import StyleGAN3
 
@@ -322,3 +323,16 @@ def test_conditional_generator_draws_per_class():
     assert torch.equal(ws[1:2], generator.ws_from_seeds([1], class_ids=[1]))
     img, _ = generator.synthesize(ws)
     assert (img[0] - img[1]).abs().max() > 1e-3 and (img[1] - img[2]).abs().max() > 1e-3
+
+
+def test_channel_groups_in_filtered_lrelu_change_nothing(monkeypatch):
+    """At high resolution `filtered_lrelu` runs its channels in groups to bound memory: the same
+    output up to float rounding (the depthwise convolutions pick other kernels for other widths)."""
+    network = tiny_network()
+    ws = network.mapping(torch.randn(2, 16), None)
+    with torch.no_grad():
+        whole = network.synthesis(ws, return_features=True)
+        monkeypatch.setattr(stylegan3, "CHUNK_ELEMENTS", 3000)  # a few channels per group in every layer
+        grouped = network.synthesis(ws, return_features=True)
+    assert max_error(grouped[0], whole[0]) < 1e-5
+    assert all(max_error(a, b) < 1e-5 for a, b in zip(grouped[1], whole[1]))

@@ -36,8 +36,10 @@ SELECTION_SEED = 1_000_000  # active learning's pool of fresh candidates starts 
 
 
 def synth_batch(generator: Generator) -> int:
-    """Images per synthesis call: 8 up to 512 px, fewer above, so pyramids stay ~1 GB."""
-    return max(1, min(8, 2 * 2**20 // generator.resolution**2))
+    """Images per synthesis call: at most 8, and no more than keep one call's float32 pyramids
+    near 1 GiB (a 1024 px StyleGAN2 takes 2, a 1024 px StyleGAN3 with its wider last layers 1)."""
+    values = sum(layer.channels * layer.resolution**2 for layer in generator.feature_layers)
+    return max(1, min(8, 2**30 // (4 * values)))
 
 
 def synthesize_pyramids(generator: Generator, ws: torch.Tensor, size: int, dtype: torch.dtype = torch.float32,

@@ -25,6 +25,7 @@ from datasetgan.errors import DatasetGANError
 from datasetgan.generators.stylegan2 import LRELU_GAIN, LRELU_SLOPE, FullyConnectedLayer, MappingNetwork
 
 MAPPING_DEFAULTS = {"num_layers": 2, "w_avg_beta": 0.998}  # StyleGAN3's mapping: 2 layers, slower w_avg
+CHUNK_ELEMENTS = 2**25  # values of one channel group's upsampled signal in `filtered_lrelu` (128 MiB in float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +133,17 @@ def filtered_lrelu(
     The lrelu creates frequencies above the output band; running it at `up` times the rate and
     low-pass filtering before decimation removes them instead of letting them alias. The order
     and padding rules are those of NVIDIA's reference `_filtered_lrelu_ref`.
+
+    Every step acts on each channel alone, so the channels go through in groups whose upsampled
+    signal holds at most `CHUNK_ELEMENTS` values per sample: at 1024 px one layer's upsampled
+    signal is 1.4 GB in one piece, which would set the memory a whole labelling run needs. The
+    groups depend on the layer alone, not on the batch, so a sample's rounding does not either.
     """
+    upsampled = (x.shape[2] * up + sum(padding[2:])) * (x.shape[3] * up + sum(padding[:2]))
+    group = max(1, CHUNK_ELEMENTS // max(upsampled, 1))
+    if group < x.shape[1]:
+        return torch.cat([filtered_lrelu(xs, fu, fd, bs, up, down, padding, gain, slope, clamp)
+                          for xs, bs in zip(x.split(group, dim=1), b.split(group))], dim=1)
     x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2)
     x = F.leaky_relu(x, slope) * gain

@@ -63,5 +63,5 @@ class StyleGAN3(Generator):
         `noise_ids` is ignored: StyleGAN3 has no noise, so every id gives the same output.
         """
         img, raw = self.network.synthesis(ws.to(self.device, torch.float32), return_features=True)
-        features = [f[:, :, m : f.shape[2] - m, m : f.shape[3] - m].contiguous() for f, m in zip(raw, self.margins)]
+        features = [f[:, :, m : f.shape[2] - m, m : f.shape[3] - m] for f, m in zip(raw, self.margins)]  # views: no copy
         return img.clamp(-1, 1), features
