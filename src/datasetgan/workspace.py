@@ -5,6 +5,7 @@
                             conditional generator each candidate's class)
     DIR/annotations/        NNNNNN.png index masks (0..C-1, 255 = ignore)
     DIR/interpreter/        the trained style interpreter
+    DIR/parts/              discovered parts: k-means on generator features, and their classes
     DIR/datasets/NAME/      generated datasets
 
 A candidate's id is its seed, zero-padded to six digits: the image, its w latent and its
@@ -159,6 +160,11 @@ class Workspace:
     @property
     def datasets_dir(self) -> Path:
         return self.root / "datasets"
+
+    @property
+    def parts_dir(self) -> Path:
+        """Unsupervised part discovery: the k-means model and the cluster -> class mapping."""
+        return self.root / "parts"
 
     @property
     def latents_path(self) -> Path:
