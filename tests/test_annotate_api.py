@@ -276,3 +276,35 @@ def test_one_studio_process_builds_one_generator_and_swaps_only_the_interpreter(
     assert loads == {"generator": 1, "interpreter": 1}
     expected = Pipeline(workspace, "cpu").label(["000001"]).mask[0].numpy()
     assert np.array_equal(np.frombuffer(raw.content, np.uint8).reshape(SIZE, SIZE), expected)
+
+
+# ---- auto-parts --------------------------------------------------------------------------------
+
+
+def test_part_routes_serve_the_cluster_map_and_keep_the_mapping(client, workspace):
+    from datasetgan.discovery import PartDiscovery, discover, mapping_path
+
+    for path in ("/api/candidates/000000/clusters", "/api/parts/mapping"):
+        missing = client.get(path)
+        assert missing.status_code == 404 and "datasetgan discover" in missing.json()["detail"]
+    pipeline = Pipeline(workspace, "cpu")
+    discover(pipeline, 3, samples=2, pixels_per_image=128, resolution=16, progress=False).save(workspace.parts_dir)
+    model = PartDiscovery.load(workspace.parts_dir)
+
+    response = client.get("/api/candidates/000001/clusters")
+    assert response.headers["x-clusters"] == "3" and response.headers["x-mask-width"] == str(SIZE)
+    served = np.frombuffer(response.content, "<u2").reshape(SIZE, SIZE)
+    noise_ids = workspace.config.sampling.noise_ids(["000001"])
+    pyramid = pipeline.generator.synthesize(workspace.ws_for(["000001"]), noise_ids)[1]
+    cells = model.cluster_maps(pyramid)[0].numpy()  # 16 x 16: each cell a 2 x 2 block of the image
+    assert np.array_equal(served, cells.repeat(2, axis=0).repeat(2, axis=1))
+
+    assert client.get("/api/parts/mapping").json() == {"k": 3, "mapping": {"0": "ignore", "1": "ignore", "2": "ignore"}}
+    saved = client.put("/api/parts/mapping", json={"mapping": {"2": "hair", "0": "ignore"}})
+    assert saved.json() == {"k": 3, "mapping": {"0": "ignore", "1": "ignore", "2": "hair"}}
+    before = mapping_path(workspace).read_bytes()
+    for mapping, says in (({"3": "hair"}, "outside 0..2"), ({"1": "nose"}, "unknown class 'nose'")):
+        refused = client.put("/api/parts/mapping", json={"mapping": mapping})
+        assert refused.status_code == 400 and says in refused.json()["detail"]
+    assert mapping_path(workspace).read_bytes() == before
+    assert client.get("/api/parts/mapping").json()["mapping"]["2"] == "hair"

@@ -59,7 +59,7 @@ def test_every_command_has_help():
     for command in (["world", "render"], ["world", "oracle", "train"], ["gan", "train"], ["init"], ["sample"],
                     ["train"], ["generate"], ["annotate"], ["select"], ["import"], ["export"], ["merge"],
                     ["generator", "info"], ["generator", "convert"], ["generator", "sample"], ["segment", "train"],
-                    ["segment", "eval"], ["bench"], ["demo"]):
+                    ["segment", "eval"], ["bench"], ["demo"], ["discover"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 

@@ -368,22 +368,92 @@ def generate(
     batch_size: int = typer.Option(8),
     condition: str = typer.Option(None, help="A conditional generator's classes to draw, e.g. 0,2,5 or 0-9: seed s "
                                              "gets the (s mod count)-th."),
+    from_clusters: bool = typer.Option(False, "--from-clusters", help="Label with the discovered parts (DIR/parts/: "
+                                       "`datasetgan discover` and its mapping.json) instead of the interpreter."),
     device: str = DeviceOption,
 ) -> None:
     """Generate a labelled synthetic dataset (resumable: re-run the same command after a crash)."""
+    from datasetgan.discovery import PartLabeller
     from datasetgan.factory import FIRST_SEED
     from datasetgan.formats.dataset import MANIFEST, read_manifest
     from datasetgan.pipeline import Pipeline
 
     first = FIRST_SEED if first_seed is None else first_seed
     conditions = None if condition is None else parse_seeds(condition, "--condition")
-    folder = Pipeline.open(directory, device).generate(name, n, first, drop_uncertain, parse_shard(shard), batch_size,
-                                                       conditions=conditions)
+    pipeline = Pipeline.open(directory, device)
+    labeller = PartLabeller.open(pipeline.workspace) if from_clusters else None
+    folder = pipeline.generate(name, n, first, drop_uncertain, parse_shard(shard), batch_size, conditions=conditions,
+                               labeller=labeller)
+    source = " (labelled by the discovered parts)" if from_clusters else ""
     if (folder / MANIFEST).exists():
         kept = len(read_manifest(folder))
-        typer.echo(f"{folder}: {n} samples, {kept} kept, {n - kept} most uncertain dropped")
+        typer.echo(f"{folder}: {n} samples{source}, {kept} kept, {n - kept} most uncertain dropped")
     else:
         typer.echo(f"{folder}: shard {shard} done; run the other shards, then `datasetgan merge`")
+
+
+def parse_layers(text: str) -> list[int | str]:
+    """'0,1,5', '0-3' or layer names 'b8.conv0,b16.conv1' -> pyramid level indices and names."""
+    layers: list[int | str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            layers.extend(range(int(low), int(high or low) + 1))
+        else:
+            layers.append(part)
+    if not layers:
+        raise DatasetGANError(f"no layers in {text!r}: use indices like 0,1,5 or 0-3, or layer names")
+    return layers
+
+
+@app.command("discover")
+def discover_parts(
+    directory: Path = typer.Argument(..., help="Workspace folder."),
+    k: int = typer.Option(..., "-k", help="Number of parts (k-means clusters)."),
+    samples: int = typer.Option(200, help="Generated images whose pixels are clustered."),
+    layers: str = typer.Option(None, help="Pyramid levels to cluster on: indices (0,1,5 or 0-3) or names "
+                                          "(`generator info`); default all."),
+    resolution: int = typer.Option(None, help="Grid the pixels are read on (default: the workspace's feature "
+                                              "resolution)."),
+    pixels_per_image: int = typer.Option(1024, help="Random pixels taken from each image."),
+    seed: int = typer.Option(0, help="Seeds the pixels taken and k-means."),
+    device: str = DeviceOption,
+) -> None:
+    """Unsupervised parts: k-means on the generator's features (DIR/parts/), a picture of the candidates' clusters,
+    and a cluster -> class mapping to edit (derived from the annotations when there are some)."""
+    from datasetgan.discovery import (
+        IGNORE_NAME,
+        cluster_picture,
+        discover,
+        mapping_from_annotations,
+        mapping_path,
+        write_mapping,
+    )
+    from datasetgan.formats.masks import save_image
+    from datasetgan.pipeline import Pipeline
+
+    pipeline = Pipeline.open(directory, device)
+    workspace = pipeline.workspace
+    chosen = None if layers is None else parse_layers(layers)
+    model = discover(pipeline, k, samples, chosen, resolution, pixels_per_image, seed)
+    model.save(workspace.parts_dir)
+    picture = workspace.parts_dir / "clusters.png"
+    save_image(picture, cluster_picture(pipeline, model))
+    annotated = workspace.annotated_ids()
+    mapping = (mapping_from_annotations(pipeline, model, annotated) if annotated
+               else {cluster: IGNORE_NAME for cluster in range(model.k)})
+    write_mapping(workspace, model, mapping)
+    settings = model.settings
+    typer.echo(f"{model.k} parts from {settings['samples']} samples x {settings['pixels_per_image']} pixels "
+               f"(layers {', '.join(settings['layer_names'])}; D={model.dim}; {model.resolution}x{model.resolution}): "
+               f"{workspace.parts_dir}")
+    typer.echo(f"clusters of the candidates: {picture}")
+    if annotated:
+        typer.echo(f"mapping by the majority rule over {len(annotated)} annotated candidates: {mapping_path(workspace)}")
+        typer.echo("  " + ", ".join(f"{cluster}: {name}" for cluster, name in mapping.items()))
+    else:
+        typer.echo(f"no annotations: every cluster maps to {IGNORE_NAME} in {mapping_path(workspace)}; name a class "
+                   "for each part there, then `datasetgan generate DIR --from-clusters`")
 
 
 @app.command("import")

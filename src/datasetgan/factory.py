@@ -1,12 +1,12 @@
 """The label factory: seeds in, a labelled synthetic dataset out, resumable and exact.
 
 Seeds [first, first + n) are cut into fixed batches. Each batch is synthesised, labelled by
-the style interpreter, and written as images/, masks/, uncertainty/ (one PNG each) plus
-latents/BATCH.safetensors (its seeds and ws), every file atomically; a batch counts as done
-only once its record file parts/BATCH.jsonl exists, written last. A run killed at any
-moment therefore resumes by redoing unfinished batches, with the same batch composition
-and so the same bytes. When every batch is done, a final pass over all records marks the
-most uncertain fraction as dropped and writes manifest.jsonl.
+the style interpreter (or another `Labeller`: discovered parts), and written as images/,
+masks/, uncertainty/ (one PNG each) plus latents/BATCH.safetensors (its seeds and ws), every
+file atomically; a batch counts as done only once its record file parts/BATCH.jsonl exists,
+written last. A run killed at any moment therefore resumes by redoing unfinished batches,
+with the same batch composition and so the same bytes. When every batch is done, a final
+pass over all records marks the most uncertain fraction as dropped and writes manifest.jsonl.
 
 Shards (`shard=(i, k)`) take contiguous runs of batches, so k machines can each run one into
 their own folder; `merge` gathers the parts and makes the one manifest.
@@ -15,7 +15,7 @@ their own folder; `merge` gathers the parts and makes the one manifest.
 import math
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -23,17 +23,31 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 
 from datasetgan.errors import DatasetGANError
+from datasetgan.features import Pyramid
 from datasetgan.fileio import atomic_write, remove_orphaned_temporaries, save_tensors
 from datasetgan.formats.dataset import read_records, sample_name, write_classes, write_manifest, write_records
 from datasetgan.formats.masks import save_image, save_mask
 from datasetgan.generators.base import Generator, class_labels
-from datasetgan.interpreter import Labels, StyleInterpreter
+from datasetgan.interpreter import Labels
 from datasetgan.progress import progress_bar
 from datasetgan.uncertainty import rank_uncertain
 from datasetgan.workspace import NoiseMode, Workspace
 
 SETTINGS_FILE = "dataset.json"
 FIRST_SEED = 100_000_000  # synthetic samples' seeds start here, far from the candidates' (0, 1, 2, ...)
+
+
+class Labeller(Protocol):
+    """What labels the factory's images: the style interpreter, or discovered parts (`discovery.PartLabeller`)."""
+
+    kind: str  # recorded in the dataset's settings: "interpreter" or "clusters"
+
+    @property
+    def uncertainty_scale(self) -> float:
+        """The uncertainty drawn white in the uncertainty PNGs: the largest the labeller gives."""
+
+    def label(self, pyramid: Pyramid) -> Labels:
+        """Mask [N, S, S] uint8, uncertainty [N, S, S] and image scores [N] (higher: more uncertain)."""
 
 
 class GenerationSettings(BaseModel):
@@ -47,8 +61,9 @@ class GenerationSettings(BaseModel):
     truncation_cutoff: int | None = None
     noise: NoiseMode = "const"
     drop_uncertain: float = 0.1
-    uncertainty_scale: float  # uncertainty PNGs hold round(255 * MI / scale); scale = ln(min(members, C))
+    uncertainty_scale: float  # uncertainty PNGs hold round(255 * u / scale); the labeller's maximum u
     conditions: list[int] | None = None  # a conditional generator's classes: seed s draws conditions[s % len]
+    labeller: str = "interpreter"  # what labelled the images (Labeller.kind); older datasets: the interpreter
 
     def batches(self) -> list[range]:
         seeds = range(self.first_seed, self.first_seed + self.n)
@@ -110,9 +125,9 @@ def write_batch(folder: Path, batch: range, images: torch.Tensor, ws: torch.Tens
     write_records(folder / "parts" / f"{batch_name(batch)}.jsonl", records)
 
 
-def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tensor,
+def label_ws(generator: Generator, interpreter: Labeller, ws: torch.Tensor,
              noise_ids: Sequence[int] | None = None) -> tuple[torch.Tensor, Labels]:
-    """Images (uint8) and the interpreter's labels at image resolution, for a batch of ws (and their noise ids)."""
+    """Images (uint8) and the labeller's labels at image resolution, for a batch of ws (and their noise ids)."""
     images, pyramid = generator.synthesize(ws, noise_ids)
     labels = interpreter.label(pyramid)
     if labels.mask.shape[-1] != generator.resolution:  # features capped below the image size
@@ -123,22 +138,23 @@ def label_ws(generator: Generator, interpreter: StyleInterpreter, ws: torch.Tens
     return generator.to_uint8(images), labels
 
 
-def generate(workspace: Workspace, generator: Generator, interpreter: StyleInterpreter, name: str, n: int,
+def generate(workspace: Workspace, generator: Generator, interpreter: Labeller, name: str, n: int,
              first_seed: int = FIRST_SEED, drop_uncertain: float = 0.1, shard: tuple[int, int] = (0, 1),
              batch_size: int = 8, progress: bool = True, conditions: Sequence[int] | None = None) -> Path:
-    """Generate (or resume) dataset `name`; finalises the manifest when all batches are done.
+    """Generate (or resume) dataset `name`, labelled by `interpreter` (any `Labeller`); finalises the
+    manifest when all batches are done.
     `conditions`: the classes a conditional generator draws (see `GenerationSettings.class_ids`)."""
     if n < 1:
         raise DatasetGANError(f"-n must be at least 1 (got {n})")
     if not 0 <= drop_uncertain < 1:
         raise DatasetGANError(f"--drop-uncertain must be in [0, 1) (got {drop_uncertain})")
     sampling = workspace.config.sampling
-    scale = math.log(min(interpreter.config.members, workspace.num_classes))
     settings = GenerationSettings(generator=workspace.config.generator, first_seed=first_seed, n=n,
                                   batch_size=batch_size, psi=sampling.psi,
                                   truncation_cutoff=sampling.truncation_cutoff, noise=sampling.noise,
-                                  drop_uncertain=drop_uncertain, uncertainty_scale=max(scale, 1e-6),
-                                  conditions=list(conditions) if conditions else None)
+                                  drop_uncertain=drop_uncertain,
+                                  uncertainty_scale=max(interpreter.uncertainty_scale, 1e-6),
+                                  conditions=list(conditions) if conditions else None, labeller=interpreter.kind)
     class_labels(settings.conditions, len(settings.conditions or ()), generator.c_dim)  # before anything is written
     folder = workspace.datasets_dir / name
     prepare_dataset(folder, settings, workspace)

@@ -254,6 +254,8 @@ class _StoppingRule:
 class StyleInterpreter(nn.Module):
     """Ensemble of pixel MLPs mapping a feature pyramid to per-pixel class probabilities."""
 
+    kind = "interpreter"  # what a generated dataset records as its labeller
+
     def __init__(self, config: InterpreterConfig, level_channels: list[int]):
         super().__init__()
         self.config = config
@@ -266,6 +268,11 @@ class StyleInterpreter(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.ensemble.fc1.weight.device
+
+    @property
+    def uncertainty_scale(self) -> float:
+        """The largest mutual information M members can reach over C classes: ln(min(M, C))."""
+        return math.log(min(self.config.members, self.config.num_classes))
 
     # ---- training ----
 

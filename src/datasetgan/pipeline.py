@@ -216,8 +216,9 @@ class Pipeline:
 
     def generate(self, name: str, n: int, first_seed: int = factory.FIRST_SEED, drop_uncertain: float = 0.1,
                  shard: tuple[int, int] = (0, 1), batch_size: int = 8, progress: bool = True,
-                 conditions: Sequence[int] | None = None) -> Path:
+                 conditions: Sequence[int] | None = None, labeller: factory.Labeller | None = None) -> Path:
         """Generate (or resume) dataset `name` in the workspace (see `datasetgan.factory`);
-        `conditions`: the classes a conditional generator draws, in turn by seed."""
-        return factory.generate(self.workspace, self.generator, self.interpreter, name, n, first_seed,
+        `conditions`: the classes a conditional generator draws, in turn by seed; `labeller`: what
+        labels the images instead of the interpreter (e.g. `discovery.PartLabeller`)."""
+        return factory.generate(self.workspace, self.generator, labeller or self.interpreter, name, n, first_seed,
                                 drop_uncertain, shard, batch_size, progress, conditions)

@@ -14,6 +14,17 @@
     GET  /api/candidates/{id}/uncertainty   the interpreter's uncertainty as an RGBA PNG heat map: red to
                                             yellow to white at the image's most uncertain pixel, clear
                                             where the members agree
+    POST /api/candidates/{id}/wand          the feature magic wand; body {x, y, threshold}: the connected
+                                            region of pixels whose hypercolumns have cosine similarity
+                                            >= threshold to pixel (x, y)'s, as H*W bytes (1 = in the region,
+                                            0 = not), row-major; headers X-Mask-Width, X-Mask-Height
+    GET  /api/candidates/{id}/clusters      the candidate's part clusters (the part model of `datasetgan
+                                            discover`, nearest-upsampled to the image): H*W little-endian
+                                            uint16 cluster ids, row-major; headers X-Clusters (k),
+                                            X-Mask-Width, X-Mask-Height; 404 without a part model
+    GET  /api/parts/mapping                 {k, mapping: {cluster: class name | "ignore"}} (404 without a model)
+    PUT  /api/parts/mapping                 body {mapping: {cluster: name}}: replaces the mapping (the classes
+                                            of parts in all images); answers as GET
     POST /api/train                         train the interpreter in the background (202; 409 if running)
     GET  /api/train                         {state: idle | running | done | error, message}
 
@@ -34,11 +45,16 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from datasetgan.annotation import candidate_size
 from datasetgan.annotate.assist import Predictions, TrainingJob
+from datasetgan.annotate.parts import AutoParts
+from datasetgan.annotate.pyramids import FeatureCache
 from datasetgan.annotate.store import AnnotationStore
+from datasetgan.annotate.wand import check_click
+from datasetgan.discovery import PartDiscovery
 from datasetgan.errors import DatasetGANError
 from datasetgan.formats.masks import palette_bytes
 from datasetgan.labels import IGNORE, IGNORE_COLOR, check_class_ids
@@ -60,7 +76,9 @@ def create_app(workspace: Workspace, device: str | torch.device = "auto",
     app = FastAPI(title="datasetgan annotation studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(DatasetGANError, _user_error)
     app.middleware("http")(_request_guard(allowed_hosts))
+    features = FeatureCache(pipeline)  # the candidates' pyramids, shared by the wand and the auto-parts
     app.include_router(_candidate_routes(workspace, AnnotationStore(workspace), predictions), prefix="/api")
+    app.include_router(_assist_routes(workspace, features, AutoParts(workspace, features)), prefix="/api")
     app.include_router(_interpreter_routes(TrainingJob(pipeline, predictions)), prefix="/api")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", lambda: FileResponse(STATIC_DIR / "index.html"), include_in_schema=False)
@@ -83,16 +101,21 @@ def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8765,
 # ---- routes ------------------------------------------------------------------------------
 
 
-def _candidate_routes(workspace: Workspace, store: AnnotationStore, predictions: Predictions) -> APIRouter:
-    router = APIRouter()
+def _candidate_id(workspace: Workspace) -> object:
+    """The path parameter `cid`, checked: a well-formed id that is not there is 404, anything else 400."""
 
     def checked_id(cid: str) -> str:
         try:
             return workspace.check_id(cid)
-        except DatasetGANError as exc:  # a well-formed id that is not there is 404; anything else 400
+        except DatasetGANError as exc:
             raise HTTPException(404 if CANDIDATE_ID.match(cid) else 400, str(exc)) from exc
 
-    CandidateId = Annotated[str, Depends(checked_id)]
+    return Annotated[str, Depends(checked_id)]
+
+
+def _candidate_routes(workspace: Workspace, store: AnnotationStore, predictions: Predictions) -> APIRouter:
+    router = APIRouter()
+    CandidateId = _candidate_id(workspace)
 
     @router.get("/classes")
     def classes() -> dict:
@@ -145,6 +168,50 @@ def _candidate_routes(workspace: Workspace, store: AnnotationStore, predictions:
     return router
 
 
+class WandClick(BaseModel):
+    x: int
+    y: int
+    threshold: float
+
+
+class PartMapping(BaseModel):
+    mapping: dict[str, str]  # cluster id (JSON keys are strings) -> class name or "ignore"
+
+
+def _assist_routes(workspace: Workspace, features: FeatureCache, parts: AutoParts) -> APIRouter:
+    router = APIRouter()
+    CandidateId = _candidate_id(workspace)
+
+    def part_model() -> PartDiscovery:
+        try:
+            return parts.model()
+        except DatasetGANError as exc:  # no model (yet): nothing to show, as for the uncertainty without interpreter
+            raise HTTPException(404, str(exc)) from exc
+
+    PartModel = Annotated[PartDiscovery, Depends(part_model)]
+
+    @router.post("/candidates/{cid}/wand")
+    def wand(cid: CandidateId, click: WandClick) -> Response:
+        check_click(candidate_size(workspace, cid), click.y, click.x, click.threshold)  # before any synthesis
+        with features.open(cid) as candidate:
+            region = candidate.similarity.region(click.y, click.x, click.threshold)
+        return _raw_response(region.astype(np.uint8))
+
+    @router.get("/candidates/{cid}/clusters")
+    def clusters(cid: CandidateId, model: PartModel) -> Response:
+        return _raw_response(parts.cluster_map(cid, model).astype("<u2"), {"X-Clusters": str(model.k)})
+
+    @router.get("/parts/mapping")
+    def mapping(model: PartModel) -> dict:
+        return {"k": model.k, "mapping": parts.mapping(model)}
+
+    @router.put("/parts/mapping")
+    def set_mapping(body: PartMapping, model: PartModel) -> dict:
+        return {"k": model.k, "mapping": parts.set_mapping(model, body.mapping)}
+
+    return router
+
+
 def _interpreter_routes(training: TrainingJob) -> APIRouter:
     router = APIRouter()
 
@@ -190,12 +257,18 @@ def _parse_mask(body: bytes, height: int, width: int, num_classes: int) -> np.nd
     return mask
 
 
+def _raw_response(values: np.ndarray, headers: dict[str, str] | None = None) -> Response:
+    """A per-pixel array `[H, W]` as its raw bytes, row-major, with its size in the headers."""
+    height, width = values.shape
+    return Response(np.ascontiguousarray(values).tobytes(), media_type="application/octet-stream",
+                    headers={**NO_STORE, "X-Mask-Width": str(width), "X-Mask-Height": str(height), **(headers or {})})
+
+
 def _mask_response(mask: np.ndarray, source: str, fmt: str, workspace: Workspace) -> Response:
+    if fmt == "raw":
+        return _raw_response(mask.astype(np.uint8), {"X-Mask-Source": source})
     height, width = mask.shape
     headers = {**NO_STORE, "X-Mask-Source": source, "X-Mask-Width": str(width), "X-Mask-Height": str(height)}
-    if fmt == "raw":
-        return Response(np.ascontiguousarray(mask, np.uint8).tobytes(), media_type="application/octet-stream",
-                        headers=headers)
     image = Image.fromarray(np.ascontiguousarray(mask, np.uint8))
     image.putpalette(palette_bytes([c.color for c in workspace.config.classes]))
     return Response(_png(image), media_type="image/png", headers=headers)

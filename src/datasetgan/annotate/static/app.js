@@ -13,12 +13,14 @@ const TRAIN_POLL_MS = 1000;
 const ZOOMS = [0.25, 0.5, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64];
 const CLASS_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]; // class i is picked with CLASS_KEYS[i]
 const MAX_BRUSH = 32;
+const THRESHOLD_STEPS = 100; // the wand's similarity threshold moves in hundredths
+const GOLDEN_ANGLE = 137.508; // hues this far apart stay distinct for any number of parts
 const SOURCE_NAMES = { annotation: "saved annotation", prediction: "interpreter's prediction", new: "new mask" };
 
 const $ = (id) => document.getElementById(id);
 const viewport = $("viewport");
 const stage = $("stage");
-const layers = { image: $("image-layer"), heat: $("heat-layer"), mask: $("mask-layer") };
+const layers = { image: $("image-layer"), heat: $("heat-layer"), mask: $("mask-layer"), parts: $("parts-layer") };
 
 const state = {
   classes: [],
@@ -35,6 +37,7 @@ const state = {
   label: 0,
   tool: "brush",
   size: 3,
+  threshold: 0.8, // the wand's: cosine similarity to the clicked pixel
   undo: [],
   redo: [],
   edits: 0,
@@ -46,6 +49,9 @@ const state = {
   polygon: null, // corners of the polygon being drawn, in pixels
   spaceHeld: false,
   heat: false,
+  partsShown: false,
+  parts: null, // the current image's part clusters: { id, clusters (Uint16Array), mapping }
+  pending: 0, // wand and part-map requests in flight
   training: "idle",
   pollTimer: null,
   toastTimer: null,
@@ -162,12 +168,27 @@ function pickTool(tool) {
   state.tool = tool;
   cancelPolygon();
   for (const button of $("tools").children) button.classList.toggle("active", button.dataset.tool === tool);
+  $("size-control").hidden = tool === "wand"; // one slider shows: the wand's threshold or the brush size
+  $("threshold-control").hidden = tool !== "wand";
 }
 
 function setSize(size) {
   state.size = Math.min(MAX_BRUSH, Math.max(1, size));
   $("size").value = state.size;
   $("size-value").textContent = state.size;
+}
+
+function setThreshold(value) {
+  // whole hundredths: what is sent is exactly the number shown
+  state.threshold = Math.min(1, Math.max(0, Math.round(value * THRESHOLD_STEPS) / THRESHOLD_STEPS));
+  $("threshold").value = state.threshold;
+  $("threshold-value").textContent = state.threshold.toFixed(2);
+}
+
+// [ and ] change the current tool's setting: the wand's threshold, else the brush size.
+function nudge(direction) {
+  if (state.tool === "wand") setThreshold(state.threshold + direction / THRESHOLD_STEPS);
+  else setSize(state.size + direction);
 }
 
 // ---- image list --------------------------------------------------------------------------
@@ -241,9 +262,12 @@ async function openCandidate(id) {
   Object.assign(state, { id, width, height, source: mask.source, undo: [], redo: [], edits: 0, savedEdits: 0 });
   state.mask = mask.data ?? new Uint8Array(width * height); // a new mask starts as background
   state.polygon = null;
+  state.parts = null;
+  delete stage.dataset.parts;
   setupLayers(image);
   if (resized) fitView();
   if (state.heat) await loadHeat();
+  if (state.partsShown) guard(loadParts)(); // a new image's parts may take a synthesis: open without waiting
   stage.dataset.candidate = id;
   stage.dataset.source = state.source;
   $("source-info").textContent = `${id} · ${SOURCE_NAMES[state.source]}`;
@@ -321,6 +345,18 @@ function linePoints([x0, y0], [x1, y1]) {
   }
 }
 
+// Paints `label` wherever `selected(i)` holds; false when no pixel changes.
+function paintWhere(mask, selected, label) {
+  let changed = false;
+  for (let i = 0; i < mask.length; i++) {
+    if (selected(i) && mask[i] !== label) {
+      mask[i] = label;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 function floodFill(mask, width, height, [x, y], label) {
   // 4-connected: a one-pixel diagonal outline holds the fill in
   const start = y * width + x, target = mask[start];
@@ -377,6 +413,16 @@ function endEdit() {
   updateSaveState();
 }
 
+// An edit made at once (fill, wand, part): one undo step, kept only if `edit(mask)` changed a pixel.
+function applyEdit(edit) {
+  const before = state.mask.slice();
+  if (!edit(state.mask)) return;
+  state.undo.push(before);
+  if (state.undo.length > UNDO_LIMIT) state.undo.shift();
+  state.redo = [];
+  endEdit();
+}
+
 function step(from, to) {
   if (!from.length || state.gesture) return;
   to.push(state.mask);
@@ -409,14 +455,11 @@ function continueStroke(point) {
   state.gesture.last = lattice;
 }
 
+const insideImage = ([x, y]) => x >= 0 && y >= 0 && x < state.width && y < state.height;
+
 function fillAt(point) {
   const [x, y] = pixelAt(point);
-  if (x < 0 || y < 0 || x >= state.width || y >= state.height) return;
-  const before = state.mask.slice();
-  if (!floodFill(state.mask, state.width, state.height, [x, y], state.label)) return;
-  state.undo.push(before);
-  state.redo = [];
-  endEdit();
+  if (insideImage([x, y])) applyEdit((mask) => floodFill(mask, state.width, state.height, [x, y], state.label));
 }
 
 // A polygon is drawn by clicking its corners (closed by Enter, a double-click or the first
@@ -465,6 +508,115 @@ function drawPolygonPreview(cursor) {
   $("polygon-preview").setAttribute("points", points.join(" "));
 }
 
+// ---- assists: the feature magic wand and the auto-parts layer -------------------------------
+
+// Requests the pointer waits on (wand regions, part maps): a busy cursor meanwhile.
+function setPending(step) {
+  state.pending += step;
+  viewport.classList.toggle("busy", state.pending > 0);
+}
+
+// The server returns the region as H*W bytes, 1 = selected; the class picked at the click paints it.
+async function wandAt(point) {
+  const [x, y] = pixelAt(point);
+  if (!insideImage([x, y])) return;
+  const { id, opening, label, threshold } = state;
+  setPending(1);
+  try {
+    const response = await api(`/api/candidates/${id}/wand`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ x, y, threshold }),
+    });
+    const region = new Uint8Array(await response.arrayBuffer());
+    if (id !== state.id || opening !== state.opening) return; // another image was opened meanwhile
+    if (region.length !== state.mask.length) throw new Error(`the wand's region has ${region.length} pixels`);
+    applyEdit((mask) => paintWhere(mask, (i) => region[i] === 1, label));
+  } finally {
+    setPending(-1);
+  }
+}
+
+// HSL (saturation 0.7) to [r, g, b]; neighbouring cluster ids get far-apart hues.
+function partColor(cluster) {
+  const hue = (cluster * GOLDEN_ANGLE) % 360, light = [0.45, 0.6, 0.75][cluster % 3];
+  const a = 0.7 * Math.min(light, 1 - light);
+  const channel = (n) => {
+    const k = (n + hue / 30) % 12;
+    return Math.round(255 * (light - a * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [channel(0), channel(8), channel(4)];
+}
+
+const fetchMapping = async () => (await (await api("/api/parts/mapping")).json()).mapping;
+
+async function loadParts() {
+  const id = state.id;
+  setPending(1); // the first look at an image synthesises its features
+  const [response, mapping] = await Promise.all([api(`/api/candidates/${id}/clusters`), fetchMapping()])
+    .finally(() => setPending(-1));
+  const bytes = new DataView(await response.arrayBuffer());
+  const clusters = new Uint16Array(bytes.byteLength / 2).map((_, i) => bytes.getUint16(2 * i, true)); // little-endian
+  if (id !== state.id) return;
+  if (clusters.length !== state.mask.length) throw new Error(`the part map of ${id} has ${clusters.length} pixels`);
+  state.parts = { id, clusters, mapping };
+  renderParts(Number(response.headers.get("X-Clusters")));
+  stage.dataset.parts = id;
+}
+
+function renderParts(k) {
+  const lut = Uint32Array.from({ length: k }, (_, cluster) => rgba(partColor(cluster)));
+  const image = new ImageData(state.width, state.height);
+  const words = new Uint32Array(image.data.buffer);
+  state.parts.clusters.forEach((cluster, i) => (words[i] = lut[cluster]));
+  layers.parts.getContext("2d").putImageData(image, 0, 0);
+}
+
+function showParts(shown) {
+  state.partsShown = shown;
+  cancelPolygon(); // clicks now go to the parts
+  $("parts").classList.toggle("active", shown);
+  layers.parts.hidden = !shown;
+}
+
+async function toggleParts() {
+  showParts(!state.partsShown);
+  if (!state.partsShown || !state.id || state.parts?.id === state.id) return;
+  try {
+    await loadParts();
+  } catch (error) {
+    showParts(false); // e.g. no part model yet: the message says to run `datasetgan discover`
+    throw error;
+  }
+}
+
+// A click paints the clicked pixel's whole part (cluster) in this image; with Shift the part is
+// also mapped to the class for all images (the workspace's part mapping).
+async function partAt(point, everywhere) {
+  const parts = state.parts, [x, y] = pixelAt(point);
+  if (!parts || parts.id !== state.id || !insideImage([x, y])) return; // still loading
+  const cluster = parts.clusters[y * state.width + x], label = state.label;
+  applyEdit((mask) => paintWhere(mask, (i) => parts.clusters[i] === cluster, label));
+  if (everywhere) await mapPart(parts, cluster, label);
+}
+
+async function mapPart(parts, cluster, label) {
+  const mapping = { ...(await fetchMapping()), [cluster]: labelName(label) };
+  const response = await api("/api/parts/mapping", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ mapping }),
+  });
+  parts.mapping = (await response.json()).mapping;
+  toast(`part ${cluster} is ${labelName(label)} in every image`);
+}
+
+function partInfo(x, y) {
+  if (!state.partsShown || state.parts?.id !== state.id) return "";
+  const cluster = state.parts.clusters[y * state.width + x], mapped = state.parts.mapping[cluster];
+  return `  ·  part ${cluster}${mapped ? ` \u2192 ${mapped}` : ""}`;
+}
+
 // ---- pointer: paint, pan, zoom ------------------------------------------------------------
 
 function imagePoint(event) {
@@ -481,6 +633,8 @@ function onPointerDown(event) {
   if (event.button === 1 || event.button === 2 || state.spaceHeld) return startPan(event);
   if (event.button !== 0) return;
   const point = imagePoint(event);
+  if (state.partsShown) return guard(partAt)(point, event.shiftKey);
+  if (state.tool === "wand") return guard(wandAt)(point);
   if (state.tool === "fill") return fillAt(point);
   if (state.tool === "polygon") return polygonDown(point);
   startStroke(point);
@@ -520,7 +674,7 @@ function showCursor(point) {
   const [x, y] = pixelAt(point);
   const inside = x >= 0 && y >= 0 && x < state.width && y < state.height;
   const label = inside ? labelName(state.mask[y * state.width + x]) : "";
-  $("cursor-info").textContent = inside ? `x ${x}  y ${y}  ·  ${label}` : "\u00a0";
+  $("cursor-info").textContent = inside ? `x ${x}  y ${y}  ·  ${label}${partInfo(x, y)}` : "\u00a0";
 }
 
 function setView(zoom, x, y) {
@@ -661,13 +815,15 @@ const KEY_ACTIONS = {
   e: () => pickTool("eraser"),
   f: () => pickTool("fill"),
   l: () => pickTool("polygon"),
-  "[": () => setSize(state.size - 1),
-  "]": () => setSize(state.size + 1),
+  w: () => pickTool("wand"),
+  "[": () => nudge(-1),
+  "]": () => nudge(1),
   "+": () => zoomStep(1),
   "=": () => zoomStep(1),
   "-": () => zoomStep(-1),
   z: () => fitView(),
   h: guard(toggleHeat),
+  a: guard(toggleParts),
   n: guard(() => openNeighbour(1)),
   p: guard(() => openNeighbour(-1)),
   enter: () => closePolygon(),
@@ -703,6 +859,7 @@ function onKeyUp(event) {
 function bindControls() {
   for (const button of $("tools").children) button.addEventListener("click", () => pickTool(button.dataset.tool));
   $("size").addEventListener("input", (event) => setSize(Number(event.target.value)));
+  $("threshold").addEventListener("input", (event) => setThreshold(Number(event.target.value)));
   $("opacity").addEventListener("input", (event) => (layers.mask.style.opacity = event.target.value / 100));
   $("undo").addEventListener("click", undo);
   $("redo").addEventListener("click", redo);
@@ -710,6 +867,7 @@ function bindControls() {
   $("zoom-out").addEventListener("click", () => zoomStep(-1));
   $("fit").addEventListener("click", fitView);
   $("heat").addEventListener("click", guard(toggleHeat));
+  $("parts").addEventListener("click", guard(toggleParts));
   $("save").addEventListener("click", guard(() => save(true)));
   $("train").addEventListener("click", guard(startTraining));
   $("order").addEventListener("change", guard(changeOrder));
@@ -736,6 +894,7 @@ async function init() {
   pickLabel(classes.length > 1 ? 1 : 0);
   pickTool("brush");
   setSize(state.size);
+  setThreshold(state.threshold);
   await refreshList();
   await pollTraining();
   const first = state.candidates.find((c) => !c.done) ?? state.candidates[0];
