@@ -36,6 +36,11 @@ def test_subset_ties_drop_the_lower_seed_first_and_checks_its_arguments():
         select_subset(pool, 3, 1.0)
 
 
+def first_of_pool(out: Path) -> list[str]:
+    """The annotation Table 6's random-1 workspace holds: the first of the seeded order."""
+    return Workspace.open(out / "work" / "seed0" / "random-1").annotated_ids()
+
+
 def brightness_painter(workspace: Workspace, ids: list[str]) -> None:
     """A deterministic stand-in for the oracle, which only labels 64 px images."""
     colors = [c.color for c in workspace.label_classes]
@@ -52,18 +57,24 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
                        batch_size=4, n_test=6, sizes=[8, 16], main_size=16, drops=[0.0, 0.25], main_drop=0.25,
                        t6_counts=[2], t6_start=1, t6_size=8, select_pool=4, interpreter=TINY_INTERPRETER,
                        n_unlabelled=6, n_full=5, n_full_steps=4, self_training={"steps": 2},
-                       samplings=[{}, {"truncation_cutoff": 4, "noise": "per_sample"}])
+                       samplings=[{}, {"truncation_cutoff": 4, "noise": "per_sample"}], parts_counts=[1, 2],
+                       parts_k=3, parts_samples=2, parts_eval=4)
     out = tmp_path / "bench"
     first = run_benchmark(cfg, out, device="cpu", painter=brightness_painter, progress=False)
 
-    assert set(first["tables"]) == {"1", "3", "4", "6", "gap", "sampling"}
+    assert set(first["tables"]) == {"1", "3", "4", "6", "gap", "sampling", "parts"}
     keys = {key for table in first["tables"].values() for row in table["rows"] for key in row["cells"]}
     assert keys == set(first["cells"]) == set(first["this_run"]["computed"])
     # Table 1's DatasetGAN cell is Table 4's 25 %, Table 3's 16 and the gap table's (c); random-2 is Table 3's 8;
     # the gap table adds (a) 5 real, the same trained longer and (b) the oracle's labels; Table 1's self-trained
     # rows add two and its augmented row one; the sampling table's first row is that DatasetGAN cell again (the
-    # annotations' own settings), its second is new
-    assert len(keys) == 14
+    # annotations' own settings), its second is new; the parts table adds DatasetGAN from 1 annotated (its 2 are
+    # the main cell of Table 3's 8), the discovered parts' segmenter and the parts against the oracle
+    assert len(keys) == 17
+    assert first["tables"]["parts"]["rows"][1]["cells"] == ["seed0/main-n8-drop0.25"]
+    assert {"seed0/random-1-n8-drop0.25", "seed0/parts-1-n8-drop0.25", "seed0/parts-1-vs-oracle-n4"} <= keys
+    assert first["cells"]["seed0/parts-1-vs-oracle-n4"]["images"] == 4
+    assert Workspace.open(out / "work" / "seed0" / "parts-1").annotated_ids() == first_of_pool(out)
     assert first["tables"]["sampling"]["rows"][0]["cells"] == ["seed0/main-n16-drop0.25"]
     assert {"seed0/real-5", "seed0/real-5-steps4", "seed0/main-n16-drop0.25-transfer-augment",
             "seed0/main-n16-drop0.25-oracle-labels", "seed0/main-n16-drop0.25-self-trained",
@@ -71,7 +82,7 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
     assert first["cells"]["seed0/main-n16-drop0.25-self-trained"]["train_images"] == 12 + 6  # + unlabelled
     assert (out / "models" / "seed0" / "main-n16-drop0.25.safetensors").is_file()  # the teacher
     assert all(len(cell["curve"]) == (4 if key == "seed0/real-5-steps4" else 2)  # checkpoints 1 step apart
-               for key, cell in first["cells"].items() if key != "oracle")
+               for key, cell in first["cells"].items() if key != "oracle" and not key.endswith("-vs-oracle-n4"))
     for cell in first["cells"].values():
         assert math.isfinite(cell["miou"]) and math.isfinite(cell["pixel_accuracy"])
     assert first["cells"]["seed0/main-n16-drop0.25"]["train_images"] == 12
@@ -87,6 +98,7 @@ def test_every_table_runs_end_to_end_and_a_rerun_reuses_the_cells(tmp_path: Path
         assert (load_mask(resampled.annotation_path(cid)) == brightness_mask(resampled.candidate_image(cid))).all()
     markdown = (out / "results.md").read_text()
     assert markdown.count("## Table") == 4 and markdown.count("## Gap") == 1 and markdown.count("## Sampling") == 1
+    assert markdown.count("## Parts") == 1
     assert "Per-seed difference" in markdown and markdown.count("Learning curve") == 3
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}

@@ -654,8 +654,9 @@ def bench(
                                         "kept there: a rerun resumes, and runs of other seeds may share it."),
     quick: bool = typer.Option(False, "--quick", help="Smoke preset: 1 seed, small sets, short training."),
     tables: str = typer.Option(None, help="Comma-separated tables to compute (default: all): the paper's 1, 3, 4, "
-                                          "6, gap (where the points between DatasetGAN and full supervision go) "
-                                          "and sampling (truncation and noise of the synthetic samples)."),
+                                          "6, gap (where the points between DatasetGAN and full supervision go), "
+                                          "sampling (truncation and noise of the synthetic samples) and parts "
+                                          "(discovered parts against DatasetGAN)."),
     seeds: str = typer.Option(None, help="Comma-separated experiment seeds (default 0,1,2)."),
     steps: int = typer.Option(None, help="Segmenter optimisation steps, the same for every training set (default: "
                                          "the demo's recipe)."),

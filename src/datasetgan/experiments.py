@@ -15,6 +15,9 @@ Per seed:
   sampling-* the sampling table: every annotated seed rendered under other sampling settings
              (truncation, its cutoff, noise per sample) and repainted by the painter, since
              its image changed; the settings the shipped annotations use are `main` itself.
+  parts-k    Segmentation in Style's route (the parts table): parts discovered by k-means on the
+             generator's features without labels, their classes read from the first k
+             annotations of the seeded order; its samples are labelled by the parts.
 Every segmenter trains with the demo's recipe (`segment.recipe.RECIPE`: the same steps and batch
 for every set, smaller only for sets smaller than a batch) and is scored on the world's real test
 split, its checkpoint picked by the paper's 5-fold protocol.
@@ -48,15 +51,17 @@ from safetensors import safe_open
 from datasetgan import factory
 from datasetgan.demo import shipped_annotations
 from datasetgan.device import resolve_device
+from datasetgan.discovery import (PartDiscovery, PartLabeller, assign_classes, discover, mapping_from_annotations,
+                                  overlap, write_mapping)
 from datasetgan.errors import DatasetGANError, summarize
 from datasetgan.fileio import atomic_write, write_json
 from datasetgan.formats.dataset import read_manifest
 from datasetgan.formats.masks import load_mask
 from datasetgan.generators.registry import builtin_path, load_generator
 from datasetgan.interpreter import InterpreterConfig
-from datasetgan.pipeline import SELECTION_SEED, Pipeline
+from datasetgan.pipeline import SELECTION_SEED, Pipeline, synth_batch
 from datasetgan.progress import progress_bar
-from datasetgan.metrics import SegmentationScores
+from datasetgan.metrics import ConfusionMeter, SegmentationScores
 from datasetgan.segment.data import read_image
 from datasetgan.segment.mean_teacher import MeanTeacherConfig
 from datasetgan.segment.recipe import FOLDS, RECIPE, SELF_TRAINING, Scored, self_train_and_score, train_and_score
@@ -70,7 +75,8 @@ from datasetgan.worlds.oracle import (
     render_split,
 )
 
-TABLES = ("1", "3", "4", "6", "gap", "sampling")
+TABLES = ("1", "3", "4", "6", "gap", "sampling", "parts")
+PARTS_EVAL_SEED = 3_000_000  # the parts table's images scored against the oracle: away from every other range
 SEED_STRIDE = 10_000_000  # between the seed ranges of two experiment seeds
 
 Painter = Callable[[Workspace, list[str]], None]  # labels candidates as a person would
@@ -105,6 +111,10 @@ class BenchConfig(BaseModel):
         SamplingSettings(), SamplingSettings(noise="per_sample"), SamplingSettings(truncation_cutoff=4),
         SamplingSettings(truncation_cutoff=4, noise="per_sample"), SamplingSettings(psi=1.0)], min_length=1)
     oracle_resolution: int = 64  # the fully supervised row: the committed oracle at its resolution
+    parts_counts: list[int] = Field(default_factory=lambda: [1, 4, 16], min_length=1)  # DatasetGAN rows of the parts table
+    parts_k: int = Field(32, ge=2)  # clusters discovered
+    parts_samples: int = Field(200, ge=1)  # generated images whose pixels are clustered
+    parts_eval: int = Field(256, ge=1)  # generated images the parts are scored on against the oracle
 
     @model_validator(mode="after")
     def _check(self) -> "BenchConfig":
@@ -127,7 +137,8 @@ class BenchConfig(BaseModel):
 
 
 QUICK = {"seeds": [0], "steps": 40, "n_full_steps": 80, "n_test": 200, "sizes": [200, 400], "main_size": 400,
-         "t6_counts": [4, 8], "t6_size": 200, "select_pool": 50,
+         "t6_counts": [4, 8], "t6_size": 200, "select_pool": 50, "parts_counts": [1, 4], "parts_k": 8,
+         "parts_samples": 16, "parts_eval": 32,
          "interpreter": {"members": 3, "min_epochs": 1, "max_epochs": 2},
          "samplings": [{}, {"truncation_cutoff": 4, "noise": "per_sample"}]}
 
@@ -246,8 +257,9 @@ class Experiment:
         if named:
             raise DatasetGANError(f"annotation names must be the generator seeds of their samples (e.g. 000012.png); "
                                   f"{self.annotations} holds {named[0]}.png")
-        if max(cfg.t6_counts) > len(self.ids):
-            raise DatasetGANError(f"Table 6 counts {cfg.t6_counts} exceed the {len(self.ids)} annotations")
+        if max(cfg.t6_counts + cfg.parts_counts) > len(self.ids):
+            raise DatasetGANError(f"Table 6 or parts-table counts {cfg.t6_counts}, {cfg.parts_counts} exceed the "
+                                  f"{len(self.ids)} annotations")
         self.classes = list(get_world(cfg.world).classes)
         self.generator = load_generator(cfg.generator, device)  # one for every workspace of the run
         self.resolution = self.generator.resolution
@@ -340,6 +352,8 @@ class Experiment:
             return self.annotated(seed, name, self.pool(seed)[: int(k)])
         if kind == "sampling":
             return self.annotated(seed, name, self.ids, self.samplings[name])
+        if kind == "parts":
+            return self.parts(seed, int(k))
         return self.active(seed, int(k))
 
     def random_name(self, k: int) -> str:
@@ -358,6 +372,26 @@ class Experiment:
             self.painter(pipeline.workspace, chosen)
         return self.trained(seed, f"active-{k}", build)
 
+    def parts(self, seed: int, k: int) -> Pipeline:
+        """The pool's first k annotations, parts discovered on the generator without them, and each
+        part's class read from them (the majority rule); no interpreter."""
+        name = f"parts-{k}"
+        root = self.work(seed) / name
+
+        def make() -> dict:
+            shutil.rmtree(root, ignore_errors=True)  # an unfinished attempt
+            shutil.rmtree(self.out / "stages" / f"seed{seed}" / name, ignore_errors=True)
+            masks = [self.annotations / f"{cid}.png" for cid in self.pool(seed)[:k]]
+            pipeline = Pipeline.from_annotations(root, self.cfg.generator, self.classes, masks, self.device,
+                                                 self.generator)
+            model = discover(pipeline, self.cfg.parts_k, self.cfg.parts_samples, seed=seed, progress=self.progress)
+            model.save(pipeline.workspace.parts_dir)
+            mapping = mapping_from_annotations(pipeline, model)
+            write_mapping(pipeline.workspace, model, mapping)
+            return {"mapping": {str(cluster): name for cluster, name in mapping.items()}}
+        self.cached("stages", f"seed{seed}/{name}/discovery", make)
+        return self.pipeline(root)
+
     @cached_property
     def samplings(self) -> dict[str, SamplingSettings]:
         """The sampling table's workspaces by name; the shipped annotations' settings are `main`."""
@@ -375,8 +409,9 @@ class Experiment:
         for b in range(math.ceil(n / block)):
             def generate(b: int = b) -> dict:  # drop nothing here: select_subset drops per cell
                 first = factory.FIRST_SEED + seed * SEED_STRIDE + b * block
+                labeller = PartLabeller.open(pipeline.workspace) if name.startswith("parts-") else None
                 pipeline.generate(f"block-{b:04d}", block, first_seed=first, drop_uncertain=0.0,
-                                  progress=self.progress)
+                                  progress=self.progress, labeller=labeller)
                 return {"samples": block, "first_seed": first}
             self.cached("stages", f"seed{seed}/{name}/block-{b:04d}", generate)
             folder = pipeline.workspace.datasets_dir / f"block-{b:04d}"
@@ -472,6 +507,37 @@ class Experiment:
             return self.score(images, masks, seed)
         return self.cell(f"seed{seed}/annotated-gan", compute)
 
+    def parts_vs_oracle(self, seed: int, k: int) -> str:
+        """The discovered parts themselves against the world oracle on fresh generated images, each
+        cluster mapped to the class most of its pixels have in the oracle's masks of those images:
+        the best a cluster -> class mapping can do (an upper bound for any mapping read from
+        annotations)."""
+        def compute() -> dict:
+            pipeline, names = self.parts(seed, k), [c.name for c in self.classes]
+            model = PartDiscovery.load(pipeline.workspace.parts_dir)
+            first = PARTS_EVAL_SEED + seed * SEED_STRIDE
+            images, clusters = self.cluster_maps(pipeline, model, list(range(first, first + self.cfg.parts_eval)))
+            masks = predict(load_oracle(self.cfg.world, self.resolution, self.device), images, self.device)
+            mapping = assign_classes(overlap(clusters, masks, model.k, len(names)), names, "majority")
+            lookup = torch.tensor([names.index(mapping[c]) if mapping[c] in names else 0 for c in range(model.k)])
+            meter = ConfusionMeter(len(names))
+            meter.update(lookup[clusters], masks)
+            return scores_json(meter.scores()) | {"images": len(images), "clusters": model.k}
+        return self.cell(f"seed{seed}/parts-{k}-vs-oracle-n{self.cfg.parts_eval}", compute)
+
+    def cluster_maps(self, pipeline: Pipeline, model: PartDiscovery, seeds: list[int]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and cluster maps (at the image size) of generated seeds."""
+        images, clusters, step = [], [], synth_batch(self.generator)
+        for start in range(0, len(seeds), step):
+            chunk = seeds[start : start + step]
+            rendered, pyramid = self.generator.synthesize(pipeline.ws(chunk),
+                                                          pipeline.workspace.config.sampling.noise_ids(chunk))
+            images.append(self.generator.to_uint8(rendered).cpu())
+            maps = model.cluster_maps(pyramid)[:, None].float()
+            clusters.append(torch.nn.functional.interpolate(maps, size=rendered.shape[-2:], mode="nearest")[:, 0].long())
+        return torch.cat(images), torch.cat(clusters).cpu()
+
     def oracle(self) -> str:
         def compute() -> dict:
             resolution = self.cfg.oracle_resolution
@@ -566,10 +632,31 @@ class Experiment:
                 "the coarsest styles towards the mean (StyleGAN2 at 64 px has 10 slots, about 2 per resolution).")
         return Table("sampling", "how the synthetic samples are drawn", rows, note)
 
+    def parts_table(self) -> Table:
+        """Segmentation in Style's route against DatasetGAN's, by annotated images."""
+        cfg = self.cfg
+        k = min(cfg.parts_counts)
+        parts = f"parts-{k}"
+        rows = [Row(f"DatasetGAN, {n} annotated", "",
+                    [self.synthetic(s, self.random_name(n), cfg.t6_size, cfg.main_drop) for s in cfg.seeds])
+                for n in sorted(cfg.parts_counts)]
+        rows += [Row(f"discovered parts (k-means, {cfg.parts_k} clusters), classes from {k} annotated", "",
+                     [self.synthetic(s, parts, cfg.t6_size, cfg.main_drop) for s in cfg.seeds]),
+                 Row(f"the parts themselves on {cfg.parts_eval} generated images against the world oracle, best "
+                     "cluster -> class assignment (no segmenter)", "", [self.parts_vs_oracle(s, k) for s in cfg.seeds])]
+        note = (f"{cfg.t6_size} synthetic samples per trained row, {100 * cfg.main_drop:g} % most uncertain dropped "
+                "(for the parts: a pixel's uncertainty is its distance to the nearest centroid over the distance to "
+                f"the nearest centroid of another class). Parts: {cfg.parts_samples} generated images x 1024 pixels "
+                "clustered on standardised, level-weighted, L2-normalised hypercolumns; each cluster takes the class "
+                f"most of its pixels have in the {k} annotated image(s). The last row scores cluster maps, not a "
+                "segmenter, on generated images: each cluster mapped to the oracle class most of its pixels have "
+                "there.")
+        return Table("parts", "discovered parts (Segmentation in Style) against DatasetGAN", rows, note)
+
     def plan(self, tables: list[str]) -> list[Table]:
         """The requested tables; their cells are queued in self.jobs (shared cells once)."""
         makers = {"1": self.table1, "3": self.table3, "4": self.table4, "6": self.table6, "gap": self.gap,
-                  "sampling": self.sampling}
+                  "sampling": self.sampling, "parts": self.parts_table}
         return [makers[t]() for t in tables]
 
     def run(self, tables: list[str]) -> list[Table]:
