@@ -43,15 +43,12 @@ is reached, the policy's simulation (and its wand queries) included.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -61,12 +58,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
-from datasetgan.annotate.server import create_app
+from datasetgan.annotate.server import serve_in_background
 from datasetgan.discovery import discover
 from datasetgan.formats.masks import load_mask
 from datasetgan.pipeline import Pipeline
@@ -170,28 +166,6 @@ def oracle_masks(workspace: Workspace, ids: list[str]) -> dict[str, np.ndarray]:
     images = torch.from_numpy(np.stack([read_image(workspace.candidate_image(c)) for c in ids])).permute(0, 3, 1, 2)
     masks = predict(load_oracle("faces", images.shape[-1], device), images, device)
     return {cid: mask.numpy() for cid, mask in zip(ids, masks)}
-
-
-@contextlib.contextmanager
-def running_studio(workspace: Workspace) -> Iterator[str]:
-    """The studio on a free localhost port, in a thread, for as long as the block runs."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(workspace, device="cpu", allowed_hosts=["127.0.0.1"])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the studio did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # ---- the studio, driven as a person would ------------------------------------------------------
@@ -369,7 +343,7 @@ def run(name: str, workspace: Workspace, targets: dict[str, np.ndarray], kinds: 
     """One run over every candidate in a fresh page of its own studio; each annotation saved and checked."""
     print(f"\nrun {name} assists: actions {', '.join(kinds)}", flush=True)
     outcomes = {}
-    with running_studio(workspace) as url:
+    with serve_in_background(workspace) as url:
         page = browser.new_page(viewport=VIEWPORT)
         studio = Studio(page, url)
         if "wand" in kinds:

@@ -4,10 +4,6 @@ Expectations are computed from the view the test sets (zoom 8, image at the view
 so a stroke that lands one pixel off fails.
 """
 
-import contextlib
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +11,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-import uvicorn
 
 from conftest import make_workspace
-from datasetgan.annotate.server import create_app
+from datasetgan.annotate.server import serve_in_background
 from datasetgan.formats.masks import IGNORE, load_mask, save_image, save_mask
 from datasetgan.pipeline import Pipeline
 from datasetgan.workspace import Workspace
@@ -37,25 +32,7 @@ def tiny_workspace(root: Path, size: int = 32, classes: str = "background,skin,h
     return make_workspace(root, classes, n, TINY_INTERPRETER, size)
 
 
-@contextlib.contextmanager
-def running_studio(workspace: Workspace):
-    """The studio on a free localhost port, in a thread, for as long as the block runs."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(workspace, device="cpu", allowed_hosts=["127.0.0.1"])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the studio did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+running_studio = serve_in_background  # the studio in a thread, on a free port
 
 
 def launch(playwright):

@@ -32,8 +32,13 @@ Errors are 4xx with a JSON `detail`. Every id goes through `Workspace.check_id`;
 refused (413) as soon as it exceeds the candidate's H*W bytes, then checked before it is written.
 """
 
+import contextlib
 import io
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 from urllib.parse import urlsplit
@@ -96,6 +101,33 @@ def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8765,
     shown = f"[{host}]" if ":" in host else host
     print(f"datasetgan studio for {workspace.root}: http://{shown}:{port}/  (Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@contextlib.contextmanager
+def serve_in_background(workspace: Workspace, device: str | torch.device = "cpu", timeout: float = 60
+                        ) -> Iterator[str]:
+    """The studio on a free loopback port, in a thread, for as long as the block runs: its URL.
+
+    For programs that drive the studio in a browser (the tests, `bench/annotation_effort.py`,
+    `docs/screenshots.py`).
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(workspace, device=device, allowed_hosts=["127.0.0.1"])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise DatasetGANError(f"the studio did not start on 127.0.0.1:{port} within {timeout:g} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 # ---- routes ------------------------------------------------------------------------------
