@@ -650,7 +650,7 @@ def main() -> None:
         out = (run_ours if s.architecture == "stylegan3-t" else run)(s, args.threads, Path(tmp))
     if source_state() != source:
         print(f"\nnote: src/ changed during the run (now {source_state()}); the children used the copy from the start")
-    rows = ours_rows(s, out) + naive_rows(s, out) + label_rows(out)
+    rows = ours_rows(s, out) + (naive_rows(s, out) if out["naive"] else []) + label_rows(out)
     print(f"\n## Results: {s.name} ({time.perf_counter() - began:.0f} s; load average {load_before} at the start, "
           f"{load_average()} at the end, {os.cpu_count()} CPUs shared with other jobs, "
           f"{args.threads} torch thread(s))\n")
