@@ -1,10 +1,11 @@
-"""Regenerate docs/images/studio.png, the README's picture of the annotation studio. Run by hand:
+"""Regenerate docs/images/studio.png and studio-parts.png, the README's pictures of the annotation
+studio (painting; the auto-parts layer). Run by hand:
 
     make venv browser && .venv/bin/python docs/screenshots.py
 
-It takes the picture with the function that tests/test_annotate_browser.py checks
-(`screenshot_studio`: a workspace in a temporary folder, the studio in headless Chromium), so
-the picture shows what the tests see; the tests themselves write only to temporary folders.
+It takes each picture with the function the browser tests check (`screenshot_studio`,
+`screenshot_parts`: a workspace in a temporary folder, the studio in headless Chromium), so the
+pictures show what the tests see; the tests themselves write only to temporary folders.
 """
 
 import sys
@@ -17,15 +18,19 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test helpers (and their conftest)
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from test_annotate_browser import VIEWPORT, launch, screenshot_studio  # noqa: E402
+from test_studio_assists_browser import screenshot_parts  # noqa: E402
+
+PICTURES = {"studio.png": screenshot_studio, "studio-parts.png": screenshot_parts}
 
 
 def main() -> None:
-    out = ROOT / "docs" / "images" / "studio.png"
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = launch(playwright)
-        screenshot_studio(browser.new_page(viewport=VIEWPORT), Path(tmp), out)
+        for name, take in PICTURES.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                take(browser.new_page(viewport=VIEWPORT), Path(tmp), ROOT / "docs" / "images" / name)
+            print(f"wrote docs/images/{name}")
         browser.close()
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@ map the API serves), and the painted masks must equal them pixel for pixel.
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from datasetgan.annotate.wand import wand_region
 from datasetgan.discovery import PartDiscovery, discover, read_mapping
 from datasetgan.formats.masks import load_mask
 from datasetgan.pipeline import Pipeline
+from datasetgan.workspace import Workspace
 from references import hypercolumns
 from test_annotate_browser import (Pointer, browser, open_studio, page, page_mask, running_studio,  # noqa: F401
                                    save_and_wait, tiny_workspace)
@@ -133,3 +136,40 @@ def test_auto_parts_paint_a_whole_cluster_and_shift_click_maps_it_for_all_images
 
         save_and_wait(page)
         assert np.array_equal(load_mask(workspace.annotation_path("000000")), brushed)
+
+
+def screenshot_parts(page, root: Path, out: Path) -> np.ndarray:
+    """The README's picture of the assists: a built-in generator face under its discovered parts,
+    with two parts already painted by clicks; -> the mask those clicks painted."""
+    from datasetgan.worlds import parse_classes  # here: only the screenshot uses the faces world's classes
+
+    workspace = Workspace.init(root / "faces", "builtin:faces64", parse_classes("world:faces"))
+    pipeline = Pipeline(workspace, "cpu")
+    pipeline.sample(range(4))
+    discover(pipeline, 16, samples=32, pixels_per_image=512, seed=0, progress=False).save(workspace.parts_dir)
+    with running_studio(workspace) as url:
+        open_studio(page, url, "000000", "new")
+        clusters = np.frombuffer(get(f"{url}api/candidates/000000/clusters"), "<u2").reshape(64, 64)
+        pointer = Pointer(page)
+        page.keyboard.press("a")
+        page.wait_for_selector('#stage[data-parts="000000"]', state="attached")
+        expected = np.zeros((64, 64), np.uint8)
+        for key, label, (x, y) in (("2", 1, (32, 36)), ("3", 2, (32, 12))):  # skin, then hair
+            page.keyboard.press(key)
+            pointer.click(x, y)
+            expected[clusters == clusters[y, x]] = label
+        box = page.locator("#stage").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.7)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
+        assert np.array_equal(page_mask(page, 64), expected)
+    return expected
+
+
+def test_parts_screenshot_for_the_docs(page, tmp_path):
+    painted = screenshot_parts(page, tmp_path, tmp_path / "parts.png")
+    assert len(np.unique(painted)) == 3  # background and the two clicked parts
+    picture = np.asarray(Image.open(tmp_path / "parts.png").convert("RGB"))
+    box = page.locator("#stage").bounding_box()
+    stage = picture[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
+    assert len(np.unique(stage.reshape(-1, 3), axis=0)) > 500  # the face under its coloured parts, not a blank stage
