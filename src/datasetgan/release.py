@@ -15,6 +15,10 @@ Latent i becomes candidate i (id 00000i). The release draws fresh noise on every
 renders do not reproduce exactly; the workspace fixes each candidate's noise by its id
 (`noise: per_sample`) and the report gives how far our renders are from the release's.
 
+The release turns a class of fewer than 30 pixels in a mask into background before training;
+here the workspace's own rule applies when the interpreter trains (small fragments become
+ignore: `annotation.drop_small_fragments`), and the masks are imported as they are.
+
 Masks that are wider than tall (cars: 512 x 384 of a 512 px generator, whose image has black
 bars above and below) are scaled to the image width and centred, the bars marked ignore.
 """
@@ -35,6 +39,7 @@ from datasetgan.generators.base import Generator
 from datasetgan.generators.registry import load_generator
 from datasetgan.labels import IGNORE, LabelClass, check_class_ids, parse_class_names
 from datasetgan.pipeline import Pipeline
+from datasetgan.progress import progress_bar
 from datasetgan.workspace import SamplingSettings, Workspace
 
 RELEASE_PSI = 0.7  # the release's truncation threshold
@@ -92,8 +97,8 @@ def read_release_mask(folder: Path, index: int, resolution: int) -> np.ndarray:
 
 def import_release(root: str | Path, generator_ref: str, annotations: Path, latents_path: Path,
                    classes: list[LabelClass] | None = None, from_w: bool = False,
-                   truncation_cutoff: int = RELEASE_CUTOFF, device: str | torch.device = "auto"
-                   ) -> tuple[Pipeline, ReleaseImport]:
+                   truncation_cutoff: int = RELEASE_CUTOFF, device: str | torch.device = "auto",
+                   progress: bool = True) -> tuple[Pipeline, ReleaseImport]:
     """A new workspace at `root` holding the release's annotated latents as candidates with their masks.
 
     Everything is read and checked before the workspace is created, so a failed import leaves nothing.
@@ -114,7 +119,7 @@ def import_release(root: str | Path, generator_ref: str, annotations: Path, late
     pipeline = Pipeline(Workspace.init(root, generator_ref, classes, sampling=sampling), device, generator)
     ids = list(range(len(latents)))
     images = torch.cat([generator.to_uint8(generator.synthesize(w[None], sampling.noise_ids([i]))[0])
-                        for i, w in zip(ids, ws)])
+                        for i, w in progress_bar(list(zip(ids, ws)), show=progress, desc="rendering", unit="image")])
     added = pipeline.workspace.add_candidates(ids, ws, images)
     colors = [c.color for c in pipeline.workspace.label_classes]
     for cid, mask in zip(added, masks):
