@@ -18,7 +18,7 @@ LAYERS = [  # bottom up; a name stands for the module and everything under it
     ["generators"],
     ["interpreter"],
     ["workspace", "formats.dataset", "annotation"],
-    ["factory", "pipeline", "discovery"],
+    ["factory", "pipeline", "discovery", "engines"],
     ["segment"],
     ["worlds", "gan"],
     ["annotate", "formats.importers", "formats.parquet", "release"],

@@ -370,24 +370,34 @@ def generate(
                                              "gets the (s mod count)-th."),
     from_clusters: bool = typer.Option(False, "--from-clusters", help="Label with the discovered parts (DIR/parts/: "
                                        "`datasetgan discover` and its mapping.json) instead of the interpreter."),
+    engine: str = typer.Option(None, help="local (this process), ray (a Ray cluster's workers: pip install "
+                                          "'datasetgan[ray]'), or torchrun (one rank of `torchrun -m datasetgan "
+                                          "generate`); default: torchrun when torchrun started it, else local."),
+    address: str = typer.Option(None, help="--engine ray: the cluster to join, host:port, ray://host:port or auto "
+                                           "(default: start one on this machine)."),
+    workers: int = typer.Option(None, help="--engine ray: how many workers (default: as many as the cluster has "
+                                           "room for: a GPU each, or --threads CPUs each)."),
+    threads: int = typer.Option(None, min=1, help="torch threads in every worker (default: 1 per Ray worker, "
+                                                  "torch's default otherwise); identical bytes need the same count."),
     device: str = DeviceOption,
 ) -> None:
     """Generate a labelled synthetic dataset (resumable: re-run the same command after a crash)."""
-    from datasetgan.discovery import PartLabeller
+    from datasetgan.engines import GenerateJob, choose_engine
+    from datasetgan.engines import generate as run_engine
     from datasetgan.factory import FIRST_SEED
     from datasetgan.formats.dataset import MANIFEST, read_manifest
-    from datasetgan.pipeline import Pipeline
 
-    first = FIRST_SEED if first_seed is None else first_seed
-    conditions = None if condition is None else parse_seeds(condition, "--condition")
-    pipeline = Pipeline.open(directory, device)
-    labeller = PartLabeller.open(pipeline.workspace) if from_clusters else None
-    folder = pipeline.generate(name, n, first, drop_uncertain, parse_shard(shard), batch_size, conditions=conditions,
-                               labeller=labeller)
+    chosen = choose_engine(engine)
+    conditions = None if condition is None else tuple(parse_seeds(condition, "--condition"))
+    job = GenerateJob(str(directory), name, n, FIRST_SEED if first_seed is None else first_seed, drop_uncertain,
+                      batch_size, conditions, from_clusters, device, threads)
+    folder = run_engine(job, chosen, parse_shard(shard), address, workers)
     source = " (labelled by the discovered parts)" if from_clusters else ""
     if (folder / MANIFEST).exists():
         kept = len(read_manifest(folder))
         typer.echo(f"{folder}: {n} samples{source}, {kept} kept, {n - kept} most uncertain dropped")
+    elif chosen == "torchrun":
+        typer.echo(f"{folder}: this rank's batches done; rank 0 writes the manifest")
     else:
         typer.echo(f"{folder}: shard {shard} done; run the other shards, then `datasetgan merge`")
 

@@ -9,7 +9,8 @@ with the same batch composition and so the same bytes. When every batch is done,
 pass over all records marks the most uncertain fraction as dropped and writes manifest.jsonl.
 
 Shards (`shard=(i, k)`) take contiguous runs of batches, so k machines can each run one into
-their own folder; `merge` gathers the parts and makes the one manifest.
+their own folder; `merge` gathers the parts and makes the one manifest. `datasetgan.engines`
+runs the same batches (`generate_batch`, one at a time) on Ray workers or torchrun ranks.
 """
 
 import math
@@ -138,12 +139,11 @@ def label_ws(generator: Generator, interpreter: Labeller, ws: torch.Tensor,
     return generator.to_uint8(images), labels
 
 
-def generate(workspace: Workspace, generator: Generator, interpreter: Labeller, name: str, n: int,
-             first_seed: int = FIRST_SEED, drop_uncertain: float = 0.1, shard: tuple[int, int] = (0, 1),
-             batch_size: int = 8, progress: bool = True, conditions: Sequence[int] | None = None) -> Path:
-    """Generate (or resume) dataset `name`, labelled by `interpreter` (any `Labeller`); finalises the
-    manifest when all batches are done.
-    `conditions`: the classes a conditional generator draws (see `GenerationSettings.class_ids`)."""
+def dataset_settings(workspace: Workspace, generator: Generator, labeller: Labeller, n: int,
+                     first_seed: int = FIRST_SEED, drop_uncertain: float = 0.1, batch_size: int = 8,
+                     conditions: Sequence[int] | None = None) -> GenerationSettings:
+    """The settings of a dataset, checked before anything is written; the same in every worker of a
+    scaled-out run, which each computes them from the same workspace."""
     if n < 1:
         raise DatasetGANError(f"-n must be at least 1 (got {n})")
     if not 0 <= drop_uncertain < 1:
@@ -153,18 +153,43 @@ def generate(workspace: Workspace, generator: Generator, interpreter: Labeller, 
                                   batch_size=batch_size, psi=sampling.psi,
                                   truncation_cutoff=sampling.truncation_cutoff, noise=sampling.noise,
                                   drop_uncertain=drop_uncertain,
-                                  uncertainty_scale=max(interpreter.uncertainty_scale, 1e-6),
-                                  conditions=list(conditions) if conditions else None, labeller=interpreter.kind)
-    class_labels(settings.conditions, len(settings.conditions or ()), generator.c_dim)  # before anything is written
+                                  uncertainty_scale=max(labeller.uncertainty_scale, 1e-6),
+                                  conditions=list(conditions) if conditions else None, labeller=labeller.kind)
+    class_labels(settings.conditions, len(settings.conditions or ()), generator.c_dim)
+    return settings
+
+
+def pending_batches(folder: Path, settings: GenerationSettings, shard: tuple[int, int] = (0, 1)) -> list[range]:
+    """The shard's batches not yet recorded: what a (re-)run still has to make."""
+    return [b for b in shard_batches(settings.batches(), shard)
+            if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
+
+
+def generate_batch(folder: Path, settings: GenerationSettings, workspace: Workspace, generator: Generator,
+                   labeller: Labeller, batch: range) -> None:
+    """Synthesise, label and write one batch: the one code path of every engine, so the same batch
+    gives the same bytes whichever process makes it (at the same torch thread count)."""
+    ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff, settings.class_ids(batch))
+    images, labels = label_ws(generator, labeller, ws, workspace.config.sampling.noise_ids(batch))
+    write_batch(folder, batch, images, ws, labels, settings, [c.color for c in workspace.label_classes])
+
+
+def generate(workspace: Workspace, generator: Generator, interpreter: Labeller, name: str, n: int,
+             first_seed: int = FIRST_SEED, drop_uncertain: float = 0.1, shard: tuple[int, int] = (0, 1),
+             batch_size: int = 8, progress: bool = True, conditions: Sequence[int] | None = None) -> Path:
+    """Generate (or resume) dataset `name`, labelled by `interpreter` (any `Labeller`); finalises the
+    manifest when all batches are done.
+    `conditions`: the classes a conditional generator draws (see `GenerationSettings.class_ids`)."""
+    settings = dataset_settings(workspace, generator, interpreter, n, first_seed, drop_uncertain, batch_size,
+                                conditions)
     folder = workspace.datasets_dir / name
     prepare_dataset(folder, settings, workspace)
-    colors = [c.color for c in workspace.label_classes]
-    todo = [b for b in shard_batches(settings.batches(), shard)
-            if not (folder / "parts" / f"{batch_name(b)}.jsonl").exists()]
-    for batch in progress_bar(todo, show=progress, desc=f"generating {name}", unit="batch"):
-        ws = generator.ws_from_seeds(list(batch), settings.psi, settings.truncation_cutoff, settings.class_ids(batch))
-        images, labels = label_ws(generator, interpreter, ws, sampling.noise_ids(batch))
-        write_batch(folder, batch, images, ws, labels, settings, colors)
+    todo, total = pending_batches(folder, settings, shard), sum(map(len, shard_batches(settings.batches(), shard)))
+    with progress_bar(total=total, initial=total - sum(map(len, todo)), show=progress, desc=f"generating {name}",
+                      unit="sample") as bar:
+        for batch in todo:
+            generate_batch(folder, settings, workspace, generator, interpreter, batch)
+            bar.update(len(batch))
     if missing_batches(folder, settings):
         return folder  # other shards still to come: `merge` finalises
     finalize(folder, settings)
